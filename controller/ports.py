@@ -1,0 +1,169 @@
+"""The controller's ports: one small Protocol per device role.
+
+Real adapters (adapters/), simulator-backed test fakes and hand-written unit-test fakes all satisfy
+these. The engine never imports an adapter; the composition root (bootstrap.py) wires them.
+
+Every command carries a `command_id` chosen by the engine. Submitting the same id again (a retry)
+re-sends the same command: the device dedupes on the id and acknowledges again without executing
+twice, and the adapter hands back the ticket it already has for that id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Callable, Protocol, runtime_checkable
+
+
+class DeviceKind(StrEnum):
+    PICK_LIGHT = "pick_light"
+    PRINTER = "printer"
+    PACK_STATION = "pack_station"
+    CONVEYOR = "conveyor"
+    SORTER = "sorter"
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """How a device finished a command. `ok=False` carries the device's reason code."""
+
+    command_id: str
+    ok: bool
+    at: float  # wall clock, time.time()
+    reason: str | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+class CommandTicket:
+    """One command in flight at one device, as seen by its adapter.
+
+    The adapter fills `sent_at` when the command is on the wire, resolves `acked` with the wall time
+    of the device's acceptance (or with an exception when the device rejects it) and `done` with the
+    `Completion`. Futures belong to the running loop; adapters resolve them only from the loop.
+    """
+
+    __slots__ = ("command_id", "device_id", "sent_at", "acked", "done", "sends")
+
+    def __init__(self, command_id: str, device_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        self.command_id = command_id
+        self.device_id = device_id
+        self.sent_at: float | None = None
+        self.sends = 0  # how many times the command went on the wire (1 + retries)
+        self.acked: asyncio.Future[float] = loop.create_future()
+        self.done: asyncio.Future[Completion] = loop.create_future()
+
+    def mark_sent(self) -> None:
+        self.sends += 1
+        if self.sent_at is None:
+            self.sent_at = time.time()
+
+    def ack(self, at: float | None = None) -> None:
+        if not self.acked.done():
+            self.acked.set_result(at if at is not None else time.time())
+
+    def finish(self, completion: Completion) -> None:
+        # A completion implies acceptance even when the ack was lost on the way.
+        self.ack(completion.at)
+        if not self.done.done():
+            self.done.set_result(completion)
+
+
+class DeviceUnavailable(Exception):
+    """The device cannot take a command now (offline, link down, faulted)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStatus:
+    device_id: str
+    kind: DeviceKind
+    online: bool
+    state: str = "unknown"  # e.g. idle / busy / Executing / NotExecuting
+    fault: str | None = None  # reason code while faulted, e.g. paper_out, jam, estop
+    detail: dict[str, Any] = field(default_factory=dict)
+    at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
+class ScanRead:
+    """A scanner's read at a scan point. `barcode` is None on a no-read."""
+
+    scan_point: str
+    scan_id: str  # unique per read, chosen by the PLC
+    barcode: str | None
+    at: float  # wall clock of the read, as stamped by the PLC
+
+
+@dataclass(frozen=True, slots=True)
+class Diverted:
+    """A sorter's report of where a tote went after a scan: a lane, or `None` for recirculation."""
+
+    sorter: str
+    scan_id: str
+    barcode: str | None
+    lane: str | None
+    at: float
+
+
+DeviceEvent = DeviceStatus | ScanRead | Diverted
+EventSink = Callable[[DeviceEvent], None]
+"""Adapters report events by calling the sink on the event loop. It must not block or raise."""
+
+
+@runtime_checkable
+class Device(Protocol):
+    device_id: str
+    kind: DeviceKind
+    protocol: str  # "mqtt" or "opcua"
+
+    @property
+    def status(self) -> DeviceStatus: ...
+
+
+class PickLight(Device, Protocol):
+    async def show(self, command_id: str, location: str, qty: int, colour: str = "green") -> CommandTicket:
+        """Light the unit with a quantity. Completion result: {"picked": int, "short": bool}."""
+        ...
+
+    async def clear(self, command_id: str) -> CommandTicket: ...
+
+
+class Printer(Device, Protocol):
+    async def print_label(self, command_id: str, zpl: str) -> CommandTicket:
+        """Print one ZPL label. Fails with a reason such as bad_zpl, paper_out, ribbon_out, head_open."""
+        ...
+
+
+class PackStation(Device, Protocol):
+    async def pack(self, command_id: str, order_id: str, tote_id: str, items: int) -> CommandTicket:
+        """Ask the packer to pack a tote. Completion when the packer confirms."""
+        ...
+
+
+class Conveyor(Device, Protocol):
+    async def transport(self, command_id: str, tote_id: str, destination: str) -> CommandTicket:
+        """Carry a tote to a destination (a pack station). Acked when accepted, done on arrival."""
+        ...
+
+
+class Sorter(Device, Protocol):
+    async def induct(self, command_id: str, tote_id: str) -> CommandTicket:
+        """Put a tote on the sorter loop; done when the sorter reports where it went (Diverted)."""
+        ...
+
+    async def divert(self, command_id: str, scan_id: str, lane: str) -> CommandTicket:
+        """Answer a scan with the lane to divert to. Acked when the target has landed in the PLC;
+        done when the sorter has diverted or recirculated the tote (result {"lane": str | None})."""
+        ...
+
+
+class DeviceHub(Protocol):
+    """Owns the links to a set of devices (one broker connection, or one OPC UA session per PLC)."""
+
+    async def start(self, sink: EventSink) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def devices(self) -> list[Device]: ...
