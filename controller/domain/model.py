@@ -139,21 +139,23 @@ class Stock:
             line.location = loc.location
         return None
 
-    def confirm_pick(self, line: OrderLine, picked: int) -> StockLocation:
-        loc = self.by_location[line.location or ""]
-        loc.reserved -= line.qty
+    def confirm_pick(self, location: str, *, shown: int, picked: int) -> StockLocation:
+        """The operator took `picked` of the `shown` reserved items; the rest is no longer reserved."""
+        loc = self.by_location[location]
+        loc.reserved -= shown
         loc.on_hand -= picked
         return loc
 
-    def release(self, line: OrderLine) -> StockLocation | None:
-        """Give back what a line held: its reservation if not yet picked, else the picked items."""
-        if line.location is None:
+    def release(self, line: OrderLine, *, reserved: int) -> StockLocation | None:
+        """Give back what a cancelled line held: its open reservation and the items already picked."""
+        location = line.location
+        if location is None and line.picked_qty and line.sku in self.by_sku:
+            location = self.by_sku[line.sku][0].location  # a short-picked line: back where its SKU lives
+        if location is None:
             return None
-        loc = self.by_location[line.location]
-        if line.picked:
-            loc.on_hand += line.picked_qty
-        else:
-            loc.reserved -= line.qty
+        loc = self.by_location[location]
+        loc.reserved -= reserved
+        loc.on_hand += line.picked_qty
         return loc
 
 

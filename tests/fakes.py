@@ -1,0 +1,156 @@
+"""Hand-written in-process devices for unit tests of the engine: no broker, no OPC UA server.
+
+Each fake satisfies its port, dedupes on command ids like a real device, and can be told how to
+behave (short pick, fail, stay silent). The sorter fake answers an induct with a scan and diverts
+to whatever lane the engine writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import Counter
+from typing import Any
+
+from controller.ports import (
+    CommandTicket,
+    Completion,
+    DeviceEvent,
+    DeviceKind,
+    DeviceStatus,
+    Diverted,
+    EventSink,
+    ScanRead,
+)
+from controller.site import Site
+
+
+class FakeDevice:
+    protocol = "fake"
+
+    def __init__(self, device_id: str, kind: DeviceKind, hub: FakeHub) -> None:
+        self.device_id = device_id
+        self.kind = kind
+        self.hub = hub
+        self.status = DeviceStatus(device_id, kind, online=True, state="idle")
+        self.tickets: dict[str, CommandTicket] = {}
+        self.executed: Counter[str] = Counter()
+        self.received: list[tuple[str, str, dict[str, Any]]] = []
+        self.fail_next: str | None = None  # reason code for the next command
+        self.silent = False
+        self.short_by = 0  # a pick light picks this many fewer
+
+    def set_status(self, *, online: bool = True, fault: str | None = None) -> None:
+        self.status = DeviceStatus(self.device_id, self.kind, online=online, fault=fault,
+                                   state="faulted" if fault else "idle")
+        self.hub.emit(self.status)
+
+    async def _command(self, command_id: str, action: str, **params: Any) -> CommandTicket:
+        self.received.append((command_id, action, params))
+        ticket = self.tickets.get(command_id)
+        if ticket is None:
+            ticket = self.tickets[command_id] = CommandTicket(command_id, self.device_id)
+        ticket.mark_sent()
+        if self.silent or not self.status.online:
+            return ticket
+        ticket.ack()
+        if self.executed[command_id] == 0:
+            self.executed[command_id] += 1
+            asyncio.get_running_loop().call_later(self.hub.delay_s, self._complete, ticket, action, params)
+        return ticket
+
+    def _complete(self, ticket: CommandTicket, action: str, params: dict[str, Any]) -> None:
+        if self.fail_next:
+            reason, self.fail_next = self.fail_next, None
+            ticket.finish(Completion(ticket.command_id, False, time.time(), reason=reason))
+            return
+        result: dict[str, Any] = {}
+        if action == "show":
+            picked = max(0, params["qty"] - self.short_by)
+            result = {"picked": picked, "short": picked < params["qty"]}
+        if action == "induct":
+            self.hub.scan(self, ticket, params["tote_id"])
+            return
+        ticket.finish(Completion(ticket.command_id, True, time.time(), result=result))
+
+    # ports
+    async def show(self, command_id: str, location: str, qty: int, colour: str = "green") -> CommandTicket:
+        return await self._command(command_id, "show", location=location, qty=qty)
+
+    async def clear(self, command_id: str) -> CommandTicket:
+        return await self._command(command_id, "clear")
+
+    async def print_label(self, command_id: str, zpl: str) -> CommandTicket:
+        return await self._command(command_id, "print", zpl=zpl)
+
+    async def pack(self, command_id: str, order_id: str, tote_id: str, items: int) -> CommandTicket:
+        return await self._command(command_id, "pack", order_id=order_id, tote_id=tote_id)
+
+    async def transport(self, command_id: str, tote_id: str, destination: str) -> CommandTicket:
+        return await self._command(command_id, "transport", tote_id=tote_id, destination=destination)
+
+    async def induct(self, command_id: str, tote_id: str) -> CommandTicket:
+        return await self._command(command_id, "induct", tote_id=tote_id)
+
+    async def divert(self, command_id: str, scan_id: str, lane: str) -> CommandTicket:
+        ticket = CommandTicket(command_id, self.device_id)
+        ticket.mark_sent()
+        ticket.ack()
+        self.hub.divert(self, ticket, scan_id, lane)
+        return ticket
+
+
+class FakeHub:
+    """All devices of a site as fakes. `delay_s` is every device's working time."""
+
+    def __init__(self, site: Site, *, delay_s: float = 0.001) -> None:
+        self.site = site
+        self.delay_s = delay_s
+        self.sink: EventSink | None = None
+        self.connected = True
+        self.by_id: dict[str, FakeDevice] = {}
+        for kind, items in ((DeviceKind.PICK_LIGHT, site.pick_lights), (DeviceKind.PRINTER, site.printers),
+                            (DeviceKind.PACK_STATION, site.pack_stations), (DeviceKind.CONVEYOR, site.conveyors),
+                            (DeviceKind.SORTER, site.sorters)):
+            for item in items:
+                self.by_id[item.id] = FakeDevice(item.id, kind, self)
+        self._scans = itertools.count(1)
+        self._pending: dict[str, tuple[CommandTicket, str]] = {}  # scan id -> induct ticket, tote
+        self.no_read_next = 0
+
+    async def start(self, sink: EventSink) -> None:
+        self.sink = sink
+
+    async def stop(self) -> None:
+        self.sink = None
+
+    def devices(self) -> list[FakeDevice]:
+        return list(self.by_id.values())
+
+    def emit(self, event: DeviceEvent) -> None:
+        if self.sink is not None:
+            self.sink(event)
+
+    def scan(self, sorter: FakeDevice, induct: CommandTicket, tote: str) -> None:
+        scan_id = f"s{next(self._scans)}"
+        self._pending[scan_id] = (induct, tote)
+        point = next(s.scan_point for s in self.site.sorters if s.id == sorter.device_id)
+        barcode: str | None = tote
+        if self.no_read_next:
+            self.no_read_next -= 1
+            barcode = None
+            asyncio.get_running_loop().call_later(self.delay_s, self._recirculate, sorter, scan_id)
+        self.emit(ScanRead(point, scan_id, barcode, time.time()))
+
+    def _recirculate(self, sorter: FakeDevice, scan_id: str) -> None:
+        induct, tote = self._pending.pop(scan_id)
+        self.emit(Diverted(sorter.device_id, scan_id, tote, None, time.time()))
+        self.scan(sorter, induct, tote)
+
+    def divert(self, sorter: FakeDevice, ticket: CommandTicket, scan_id: str, lane: str) -> None:
+        induct, tote = self._pending.pop(scan_id)
+        now = time.time()
+        self.emit(Diverted(sorter.device_id, scan_id, tote, lane, now))
+        ticket.finish(Completion(ticket.command_id, True, now, result={"lane": lane}))
+        induct.finish(Completion(induct.command_id, True, now, result={"lane": lane}))
