@@ -102,9 +102,9 @@ def load(args: argparse.Namespace) -> Site:
 
 
 async def cmd_sim(args: argparse.Namespace) -> int:
+    site = load(args)
     from simulators.floor import simulated_floor
 
-    site = load(args)
     async with simulated_floor(site, broker_url=site.broker.url, speed=args.speed, seed=args.seed) as floor:
         mqtt = [d.id for d in (*site.pick_lights, *site.printers, *site.pack_stations)]
         print(f"floorctl sim: {site.site} at {args.speed:g}x speed\n"
@@ -116,9 +116,9 @@ async def cmd_sim(args: argparse.Namespace) -> int:
 
 
 async def cmd_demo(args: argparse.Namespace) -> int:
+    site = load(args)
     from controller.demo import DemoOptions, run_demo
 
-    site = load(args)
     if args.orders is not None and args.orders <= 0:
         raise UsageError("--orders must be > 0")
     if args.exit_when_done and args.orders is None:
@@ -131,9 +131,9 @@ async def cmd_demo(args: argparse.Namespace) -> int:
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
+    site = load(args)
     from controller.bootstrap import Controller, Settings
 
-    site = load(args)
     controller = Controller(Settings(site=site, data_dir=args.data_dir, database_url=args.database_url,
                                      broker_url=site.broker.url, host=args.host, port=args.port))
     await controller.start()

@@ -1,0 +1,94 @@
+"""Site files: the shipped ones load; every kind of bad file is refused with a message naming the
+file, the key path and what is wrong, and `floorctl` exits non-zero without a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from controller.site import SiteError, load_site
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "config" / "demo.yaml"
+
+
+def test_shipped_sites_load() -> None:
+    demo = load_site(DEMO)
+    assert (len(demo.locations), len(demo.pack_stations), len(demo.printers)) == (12, 2, 2)
+    assert len(demo.sorters[0].lanes) == 3
+    peak = load_site(ROOT / "config" / "peak.yaml")
+    assert len(peak.locations) >= 200 and len(peak.pack_stations) == 8
+    assert len(peak.printers) == 6 and len(peak.sorters) == 2
+
+
+def write_variant(tmp_path: Path, change) -> Path:  # type: ignore[no-untyped-def]
+    data = yaml.safe_load(DEMO.read_text())
+    change(data)
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def refused(path: Path) -> str:
+    with pytest.raises(SiteError) as err:
+        load_site(path)
+    message = str(err.value)
+    assert message.startswith(str(path))
+    return message
+
+
+CASES = {
+    "wrong type": (lambda d: d["locations"][0].update(stock="lots"),
+                   "locations.0.stock: Input should be a valid integer"),
+    "duplicate id": (lambda d: d["printers"].append({"id": "prn-1"}),
+                     "printers.2.id: duplicate id 'prn-1'"),
+    "unknown device in a route": (lambda d: d["conveyors"][0]["destinations"].append("PS-9"),
+                                  "conveyors.0.destinations.2: unknown pack station 'PS-9'"),
+    "unknown pick light": (lambda d: d["locations"][3].update(pick_light="ptl-99"),
+                           "locations.3.pick_light: unknown pick light 'ptl-99'"),
+    "carrier lane not on its sorter": (lambda d: d["carriers"][0].update(lane="lane-7"),
+                                       "carriers.0.lane: unknown lane 'lane-7'"),
+    "bad broker URL": (lambda d: d["broker"].update(url="http://broker:1883"),
+                       "broker.url: broker URL must start with mqtt:// or mqtts://"),
+    "bad OPC UA URL": (lambda d: d["plcs"][0].update(endpoint="tcp://plc:4840"),
+                       "plcs.0.endpoint: OPC UA endpoint must look like opc.tcp://host:port/path"),
+    "bad node id": (lambda d: d["sorters"][0].update(nodes={"State": "Sorter1.State"}),
+                    "sorters.0.nodes: Value error, nodes.State: 'Sorter1.State' is not an OPC UA node id"),
+    "unknown key": (lambda d: d["printers"][0].update(colour="red"), "printers.0.colour: unknown key"),
+    "missing key": (lambda d: d.pop("carriers"), "carriers: required key is missing"),
+    "security without certificate": (lambda d: d["plcs"][0].update(security={"policy": "Basic256Sha256",
+                                                                             "mode": "SignAndEncrypt"}),
+                                     "a security policy needs certificate and private_key"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_site_files_are_refused_clearly(tmp_path: Path, case: str) -> None:
+    change, expected = CASES[case]
+    assert expected.replace("Value error, ", "") in refused(write_variant(tmp_path, change)).replace("Value error, ", "")
+
+
+def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("site: demo\nzones:\n  - {id: Z1\n")
+    assert "YAML syntax error at line" in refused(path)
+
+
+def test_missing_file_and_non_mapping(tmp_path: Path) -> None:
+    assert "no such site file" in refused(tmp_path / "nope.yaml")
+    path = tmp_path / "list.yaml"
+    path.write_text("- 1\n- 2\n")
+    assert "must be a YAML mapping" in refused(path)
+
+
+def test_cli_refuses_bad_site_without_traceback(tmp_path: Path) -> None:
+    path = write_variant(tmp_path, lambda d: d["printers"].append({"id": "prn-1"}))
+    proc = subprocess.run([sys.executable, "-m", "controller.cli", "sim", "--site", str(path)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 2
+    assert "duplicate id 'prn-1'" in proc.stderr
+    assert "Traceback" not in proc.stderr
