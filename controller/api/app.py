@@ -1,0 +1,56 @@
+"""Build the HTTP app around an engine and a database. Nothing is created at import time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from controller.api.deps import EngineLike, SnapshotCache
+from controller.api.prometheus import FloorMetrics
+from controller.api.routes import devices, health, metrics, orders, panel, stats, stock, timings
+from controller.domain.model import InvalidTransition, OrderNotFound
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[Any]]
+
+
+def create_app(engine: EngineLike, db: AsyncEngine, *, lifespan: Lifespan | None = None) -> FastAPI:
+    """The REST API, /metrics, /healthz and the supervisor panel at /.
+
+    `db` is only read; the engine owns every write. The composition root passes a `lifespan` that
+    starts and stops the engine with the server.
+    """
+    app = FastAPI(
+        title="floorctl",
+        summary="Warehouse control: orders, device timings, stock and floor statistics",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.engine = engine
+    app.state.db = db
+    app.state.snapshots = SnapshotCache(engine.stats)
+    app.state.metrics = FloorMetrics()
+
+    app.add_exception_handler(OrderNotFound, _not_found)
+    app.add_exception_handler(InvalidTransition, _conflict)
+
+    for module in (orders, timings, stock, devices, stats, health, metrics, panel):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=panel.STATIC_DIR), name="static")
+    return app
+
+
+async def _not_found(request: Request, exc: Exception) -> JSONResponse:
+    text = str(exc)
+    if not text or text.isdigit():  # raised with a bare id, or nothing at all
+        text = f"order {request.path_params.get('order_id', text)} not found"
+    return JSONResponse({"detail": text}, status_code=404)
+
+
+async def _conflict(_request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc) or "not allowed in the order's current state"}, status_code=409)

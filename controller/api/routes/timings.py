@@ -1,0 +1,71 @@
+"""Device command timings across all orders: a page of JSON, or every matching row as CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from controller.api.deps import DbDep, Limit, Offset, SessionDep
+from controller.api.instants import Instant
+from controller.api.schemas import CommandTiming, Paged
+from controller.store import queries
+from controller.store.queries import TimingFilter
+
+router = APIRouter(prefix="/api/timings", tags=["timings"])
+
+CSV_COLUMNS = list(CommandTiming.model_fields)
+# Rows per database read and per chunk sent. Formatting a chunk runs on the event loop, so keep it
+# to a few milliseconds of work.
+CSV_CHUNK = 1000
+
+
+@router.get(
+    "",
+    response_model=Paged[CommandTiming],
+    responses={200: {"content": {"text/csv": {}}, "description": "JSON page, or CSV of every match with format=csv"}},
+)
+async def list_timings(
+    session: SessionDep,
+    db: DbDep,
+    device_id: str | None = None,
+    device_kind: str | None = None,
+    task: str | None = None,
+    outcome: str | None = None,
+    since: Annotated[Instant | None, Query(description="queued at or after: ISO 8601 or epoch seconds")] = None,
+    until: Annotated[Instant | None, Query(description="queued before: ISO 8601 or epoch seconds")] = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    format: Literal["json", "csv"] = "json",
+) -> Any:
+    """Commands in the order they were queued. `format=csv` ignores limit/offset and streams them all."""
+    filt = TimingFilter(device_id=device_id, device_kind=device_kind, task=task, outcome=outcome,
+                        since=since, until=until)
+    if format == "csv":
+        return StreamingResponse(csv_chunks(db, filt), media_type="text/csv; charset=utf-8",
+                                 headers={"Content-Disposition": 'attachment; filename="timings.csv"'})
+    page = await queries.timings_page(session, filt, limit=limit, offset=offset)
+    return Paged[CommandTiming](items=[CommandTiming.of(row) for row in page.items], total=page.total,
+                                limit=limit, offset=offset)
+
+
+async def csv_chunks(db: AsyncEngine, filt: TimingFilter) -> AsyncIterator[str]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    yield _drain(buffer)
+    async for rows in queries.timings_in_chunks(db, filt, chunk=CSV_CHUNK):
+        writer.writerows(CommandTiming.row_values(row).values() for row in rows)
+        yield _drain(buffer)
+
+
+def _drain(buffer: io.StringIO) -> str:
+    text = buffer.getvalue()
+    buffer.seek(0)
+    buffer.truncate()
+    return text
