@@ -1,0 +1,6 @@
+"""Simulated PLCs: conveyors and sorters speaking the floorctl OPC UA contract (docs/devices-opcua.md)."""
+
+from simulators.plc.floor import plc_floor
+from simulators.plc.server import PlcSimulator, endpoint_with_port
+
+__all__ = ["PlcSimulator", "endpoint_with_port", "plc_floor"]

@@ -1,0 +1,300 @@
+"""The PLC simulator: the simulated conveyors and sorters of one PLC behind a real asyncua server.
+
+The address space is built from the same node maps the adapter reads (adapters/opcua/nodemap.py), so
+a site file with other node ids gives a server with other node ids. The wire contract is written
+down in docs/devices-opcua.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, Self
+from urllib.parse import urlsplit, urlunsplit
+
+from asyncua import Node, Server, ua
+from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server.event_generator import EventGenerator
+from asyncua.server.user_managers import UserManager
+
+from adapters.opcua import contract
+from adapters.opcua.contract import ACCEPTED, CONTRACT_NAMESPACE, CONTRACT_VERSION, EventType, rejected
+from adapters.opcua.nodemap import NodeMap, Role, floor_node_maps, namespace_indexes, resolve
+from controller.site import Site
+from simulators.clock import SimClock
+from simulators.plc.conveyor import SimConveyor
+from simulators.plc.machine import Machine
+from simulators.plc.reports import Completed, Diverted, Report, Scanned, StatusChanged
+from simulators.plc.sorter import SimSorter
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[..., Awaitable[list[ua.Variant]]]
+
+
+def endpoint_with_port(endpoint: str, port: int) -> str:
+    parts = urlsplit(endpoint)
+    return urlunsplit(parts._replace(netloc=f"{parts.hostname}:{port}"))
+
+
+class _Credentials(UserManager):
+    """The PLC's one account, when the site file gives it one (anonymous access is then refused)."""
+
+    def __init__(self, username: str, password: str | None) -> None:
+        self._username = username
+        self._password = password
+
+    def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
+                 certificate: Any = None) -> User | None:
+        if username == self._username and password == self._password:
+            return User(role=UserRole.User, name=username)
+        return None
+
+
+class PlcSimulator:
+    """One simulated PLC. `stop()` is the PLC going down: its server closes and every tote holds its
+    place; `start()` brings it back (same port) with its memory (totes, command ids) intact."""
+
+    def __init__(self, site: Site, plc_id: str, *, speed: float = 1.0, seed: int | None = None,
+                 endpoint: str | None = None) -> None:
+        self._maps = floor_node_maps(site, plc_id)
+        self.plc = site.plc(plc_id)
+        self.endpoint = endpoint or self.plc.endpoint
+        clock = SimClock(speed, site.simulation.seed if seed is None else seed)
+        boot = f"{int(time.time() * 1000) % 0xFFFFFF:06x}"
+        counter = itertools.count(1)
+
+        def next_scan_id() -> str:
+            return f"{boot}-{next(counter)}"
+
+        no_read = site.simulation.scanner.no_read_rate
+        self._conveyors = {
+            c.id: SimConveyor(c, clock, self._report, no_read_rate=no_read, next_scan_id=next_scan_id)
+            for c in site.conveyors if c.plc == plc_id
+        }
+        self._sorters = {
+            s.id: SimSorter(s, clock, self._report, no_read_rate=no_read, next_scan_id=next_scan_id)
+            for s in site.sorters if s.plc == plc_id
+        }
+        self._machines: dict[str, Machine] = {**self._conveyors, **self._sorters}
+        self._server: Server | None = None
+        self._outbox: asyncio.Queue[Report] | None = None
+        self._emitter: asyncio.Task[None] | None = None
+        self._variables: dict[tuple[str, str], ua.NodeId] = {}  # (device, signal) -> node
+        self._events: dict[tuple[str, str], EventGenerator] = {}  # (device, event type) -> generator
+        for machine in self._machines.values():
+            machine.halt(True)  # nothing moves before the PLC starts
+
+    # --- the Python side: tests and the panel drive faults through these ----------------------
+    def conveyor(self, device_id: str) -> SimConveyor:
+        return self._conveyors[device_id]
+
+    def sorter(self, device_id: str) -> SimSorter:
+        return self._sorters[device_id]
+
+    def estop(self) -> None:
+        for machine in self._machines.values():
+            machine.set_estop(True)
+
+    def reset(self) -> None:
+        for machine in self._machines.values():
+            machine.reset()
+
+    def inject_fault(self, target: str, fault: str) -> str:
+        """The InjectFault method: `estop` (any target), or `jam[:segment]` / `clear` on a device."""
+        if fault == "estop":
+            self.estop()
+            return ACCEPTED
+        machine = self._machines.get(target)
+        if machine is None:
+            return rejected("unknown_target")
+        if fault == "clear":
+            machine.clear()
+            return ACCEPTED
+        kind, _, segment = fault.partition(":")
+        if kind != "jam":
+            return rejected("unknown_fault")
+        try:
+            machine.inject_jam(segment or None)
+        except ValueError:
+            return rejected("unknown_segment")
+        return ACCEPTED
+
+    # --- lifecycle --------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    async def start(self) -> None:
+        if self._server is not None:
+            return
+        server = Server(user_manager=_Credentials(self.plc.username, self.plc.password)
+                        if self.plc.username else None)
+        await server.init()
+        server.set_endpoint(self.endpoint)
+        server.set_server_name(f"floorctl PLC simulator {self.plc.id}")
+        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        if self.plc.username:
+            server.set_identity_tokens([ua.UserNameIdentityToken])
+        await server.set_application_uri(f"urn:floorctl:sim:{self.plc.id}")
+        await self._build(server)
+        await server.start()
+        if server.bserver is not None and urlsplit(self.endpoint).port == 0:
+            self.endpoint = endpoint_with_port(self.endpoint, server.bserver.port)  # keep it across restarts
+        self._server = server
+        self._outbox = asyncio.Queue()
+        self._emitter = asyncio.create_task(self._emit(server, self._outbox), name=f"plc-sim-{self.plc.id}")
+        for machine in self._machines.values():
+            machine.halt(False)
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        for machine in self._machines.values():
+            machine.halt(True)
+        server, self._server = self._server, None
+        self._outbox = None
+        if self._emitter is not None:
+            self._emitter.cancel()
+            await asyncio.gather(self._emitter, return_exceptions=True)
+            self._emitter = None
+        await server.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # --- address space ------------------------------------------------------------------------
+    async def _build(self, server: Server) -> None:
+        highest, uris = namespace_indexes(self._maps)
+        await server.register_namespace(f"urn:floorctl:plc:{self.plc.id}")
+        while len(await server.get_namespace_array()) <= highest:
+            await server.register_namespace(f"urn:floorctl:plc:{self.plc.id}:ns{len(await server.get_namespace_array())}")
+        for uri in sorted(uris | {CONTRACT_NAMESPACE}):
+            await server.register_namespace(uri)
+        namespaces = await server.get_namespace_array()
+        event_types = {e.name: await self._add_event_type(server, e, namespaces) for e in contract.EVENT_TYPES}
+        self._variables.clear()
+        self._events.clear()
+        for node_map in self._maps:
+            obj = await self._add_object(server, node_map, namespaces)
+            handlers = self._handlers(node_map)
+            for signal in node_map.of_role(Role.VARIABLE):
+                node = await self._add_variable(obj, node_map, signal.name, namespaces)
+                self._variables[(node_map.device_id, signal.name)] = node.nodeid
+            for signal in node_map.of_role(Role.METHOD):
+                args = [ua.Argument(Name=n, DataType=ua.NodeId(ua.ObjectIds.String), ValueRank=-1)
+                        for n in signal.inputs]
+                status = ua.Argument(Name="Status", DataType=ua.NodeId(ua.ObjectIds.String), ValueRank=-1)
+                nodeid = resolve(node_map[signal.name], namespaces)
+                await obj.add_method(nodeid, ua.QualifiedName(signal.name, nodeid.NamespaceIndex),
+                                     handlers[signal.name], args, [status])
+            if node_map.kind is not None:
+                for name, etype in event_types.items():
+                    self._events[(node_map.device_id, name)] = await server.get_event_generator(etype, obj.nodeid)
+        for machine in self._machines.values():
+            await self._write_status(server, machine.status())
+
+    async def _add_event_type(self, server: Server, event: EventType, namespaces: list[str]) -> Node:
+        base = server.get_node(ua.NodeId(ua.ObjectIds.BaseEventType))
+        nodeid = resolve(contract.event_type_node(event), namespaces)
+        etype = await base.add_object_type(nodeid, ua.QualifiedName(event.name, nodeid.NamespaceIndex))
+        for field in event.fields:
+            await etype.add_property(resolve(contract.event_field_node(event, field), namespaces),
+                                     ua.QualifiedName(field, nodeid.NamespaceIndex), "", contract.EVENT_FIELD_TYPE)
+        return etype
+
+    async def _add_object(self, server: Server, node_map: NodeMap, namespaces: list[str]) -> Node:
+        nodeid = resolve(node_map["Object"], namespaces)
+        return await server.nodes.objects.add_object(nodeid, ua.QualifiedName(node_map.device_id, nodeid.NamespaceIndex))
+
+    async def _add_variable(self, obj: Node, node_map: NodeMap, signal: str, namespaces: list[str]) -> Node:
+        nodeid = resolve(node_map[signal], namespaces)
+        datatype = node_map.signals[signal].datatype
+        initial = CONTRACT_VERSION if signal == "ContractVersion" else ua.get_default_value(datatype)
+        return await obj.add_variable(nodeid, ua.QualifiedName(signal, nodeid.NamespaceIndex), initial, datatype)
+
+    def _handlers(self, node_map: NodeMap) -> dict[str, Handler]:
+        actions: dict[str, Callable[..., str]]
+        if node_map.kind is None:
+            actions = {"InjectFault": self.inject_fault, "Reset": self._reset_status}
+        elif isinstance(machine := self._machines[node_map.device_id], SimConveyor):
+            actions = {"Transport": machine.transport}
+        else:
+            assert isinstance(machine, SimSorter)
+            actions = {"Induct": machine.induct, "Divert": machine.divert}
+        return {name: _method(action, len(node_map.signals[name].inputs)) for name, action in actions.items()}
+
+    def _reset_status(self) -> str:
+        self.reset()
+        return ACCEPTED
+
+    # --- reports -> the wire -------------------------------------------------------------------
+    def _report(self, report: Report) -> None:
+        if self._outbox is not None:  # while the PLC is down nobody could hear it anyway
+            self._outbox.put_nowait(report)
+
+    async def _emit(self, server: Server, outbox: asyncio.Queue[Report]) -> None:
+        """The one writer to the address space, so reports reach clients in the order they happened."""
+        while True:
+            report = await outbox.get()
+            try:
+                await self._publish(server, report)
+            except Exception:  # a report that cannot be published must not silence the PLC
+                log.exception("PLC %s: cannot publish %r", self.plc.id, report)
+
+    async def _publish(self, server: Server, report: Report) -> None:
+        if isinstance(report, StatusChanged):
+            await self._write_status(server, report)
+        elif isinstance(report, Scanned):
+            await self._trigger(report.device_id, contract.SCAN_EVENT, report.at,
+                                ScanPoint=report.scan_point, ScanId=report.scan_id, Barcode=report.barcode or "")
+        elif isinstance(report, Completed):
+            await self._trigger(report.device_id, contract.TRANSPORT_COMPLETED_EVENT, report.at,
+                                CommandId=report.command_id, ToteId=report.tote_id,
+                                Destination=report.destination,
+                                Outcome=contract.Outcome.DONE if report.ok else contract.Outcome.FAILED,
+                                Reason=report.reason)
+        elif isinstance(report, Diverted):
+            await self._trigger(report.device_id, contract.DIVERTED_EVENT, report.at, ScanId=report.scan_id,
+                                ToteId=report.barcode or "", Lane=report.lane or "", CommandId=report.command_id)
+
+    async def _trigger(self, device_id: str, event: EventType, at: float, **fields: str) -> None:
+        generator = self._events[(device_id, event.name)]
+        for name, value in fields.items():
+            setattr(generator.event, name, str(value))
+        await generator.trigger(time_attr=datetime.fromtimestamp(at, UTC), message=event.name)
+
+    async def _write_status(self, server: Server, status: StatusChanged) -> None:
+        values: dict[str, tuple[Any, ua.VariantType]] = {
+            "State": (status.state.value, ua.VariantType.String),
+            "OperationMode": (status.mode.value, ua.VariantType.String),
+            "Fault": (status.fault, ua.VariantType.String),
+            "EStop": (status.estop, ua.VariantType.Boolean),
+        }
+        for signal, (value, vtype) in values.items():
+            nodeid = self._variables[(status.device_id, signal)]
+            if server.read_attribute_value(nodeid).Value.Value != value:
+                await server.write_attribute_value(nodeid, ua.DataValue(ua.Variant(value, vtype)))
+
+
+def _method(action: Callable[..., str], arity: int) -> Handler:
+    """An OPC UA method handler around a device action: String arguments in, one String Status out.
+    Async, so asyncua runs it on the loop instead of handing it to a thread."""
+
+    async def handler(parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant]:
+        values = [a.Value for a in args]
+        if len(values) != arity or not all(isinstance(v, str) for v in values):
+            status = rejected("bad_arguments")
+        else:
+            status = action(*values)
+        return [ua.Variant(status, ua.VariantType.String)]
+
+    return handler
