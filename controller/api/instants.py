@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator
 
+EPOCH = datetime(1970, 1, 1)
+
 
 def iso(ts: float | None) -> str | None:
-    """Epoch seconds -> ISO 8601 UTC with milliseconds, e.g. 2024-05-01T08:30:00.125Z."""
+    """Epoch seconds -> ISO 8601 UTC with milliseconds, e.g. 2024-05-01T08:30:00.125Z.
+
+    Rounded to the millisecond, not truncated: 2.003 stored as 2.0029999 still reads .003.
+    """
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return (EPOCH + timedelta(milliseconds=round(ts * 1000))).isoformat(timespec="milliseconds") + "Z"
 
 
 def epoch(moment: datetime) -> float:

@@ -146,21 +146,17 @@ class CommandTiming(BaseModel):
 
     @classmethod
     def of(cls, row: Any) -> CommandTiming:
-        return cls(**cls.row_values(row))
+        return cls(**dict(zip(cls.model_fields, timing_values(row), strict=True)))
 
-    @classmethod
-    def row_values(cls, row: Any) -> dict[str, Any]:
-        """The response fields of a timing row, in field order (the CSV export uses this directly)."""
-        queued, sent, acked, completed = row.queued_at, row.sent_at, row.acked_at, row.completed_at
-        return {
-            "command_id": row.command_id, "order_id": row.order_id, "task": row.task,
-            "device_id": row.device_id, "device_kind": row.device_kind, "protocol": row.protocol,
-            "command": row.command,
-            "queued_at": iso(queued), "sent_at": iso(sent), "acked_at": iso(acked), "completed_at": iso(completed),
-            "wait_ms": _ms(queued, sent), "ack_ms": _ms(sent, acked), "exec_ms": _ms(acked, completed),
-            "total_ms": _ms(queued, completed),
-            "outcome": row.outcome, "reason": row.reason, "retries": row.retries,
-        }
+
+def timing_values(row: Any) -> tuple[Any, ...]:
+    """A timing row's `CommandTiming` fields as a tuple, in field order: the CSV export writes these
+    directly, a million rows without building a model for each."""
+    queued, sent, acked, completed = row.queued_at, row.sent_at, row.acked_at, row.completed_at
+    return (row.command_id, row.order_id, row.task, row.device_id, row.device_kind, row.protocol, row.command,
+            iso(queued), iso(sent), iso(acked), iso(completed),
+            _ms(queued, sent), _ms(sent, acked), _ms(acked, completed), _ms(queued, completed),
+            row.outcome, row.reason, row.retries)
 
 
 class OrderTimeline(BaseModel):

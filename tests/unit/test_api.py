@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 
 from controller.api import EngineLike, create_app
 from controller.api.deps import SnapshotCache
+from controller.api.routes import timings as timings_route
 from controller.domain.model import (
     TERMINAL,
     InvalidTransition,
@@ -164,7 +165,7 @@ def timing(command_id: str, order_id: int | None, task: str, device_id: str, kin
 
 async def seed(engine: AsyncEngine) -> None:
     """Rows as the engine's writer leaves them."""
-    stamps = {f"{state}_at": T0 + i for i, state in enumerate(
+    stamps: dict[str, Any] = {f"{state}_at": T0 + i for i, state in enumerate(
         ("received", "allocated", "picking", "conveyed", "packed", "labelled", "sorted", "shipped"))}
     orders = [
         OrderRow(id=1, external_id="WEB-1", carrier="DHL", state="shipped", tote="T-7", pack_station="PS-1",
@@ -401,12 +402,17 @@ async def test_timings_filtered_and_paged(client: httpx.AsyncClient) -> None:
     assert (await client.get("/api/timings", params={"format": "xml"})).status_code == 422
 
 
-async def test_timings_as_csv(client: httpx.AsyncClient) -> None:
+@pytest.mark.parametrize("read, slice_", [(2000, 200), (3, 2)])
+async def test_timings_as_csv(client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, read: int, slice_: int) -> None:
+    # Small reads and slices put chunk edges everywhere, ties in queued_at included.
+    monkeypatch.setattr(timings_route, "CSV_READ", read)
+    monkeypatch.setattr(timings_route, "CSV_SLICE", slice_)
     response = await client.get("/api/timings", params={"format": "csv", "limit": 1})
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(response.text)))
     assert len(rows) == 8  # all of them: limit/offset do not apply to the export
+    assert rows[0]["command_id"] == "o1.pick.1.a0" and rows[-1]["command_id"] == "o2.label.0.a1"
     assert list(rows[0]) == ["command_id", "order_id", "task", "device_id", "device_kind", "protocol", "command",
                              "queued_at", "sent_at", "acked_at", "completed_at", "wait_ms", "ack_ms", "exec_ms",
                              "total_ms", "outcome", "reason", "retries"]

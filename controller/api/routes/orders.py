@@ -24,7 +24,7 @@ from controller.store import queries
 
 router = APIRouter(prefix="/api/orders", tags=["orders"])
 
-NOT_FOUND = {404: {"description": "no order with this id"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no order with this id"}}
 
 
 @router.post(
@@ -113,7 +113,7 @@ async def order_timeline(order_id: int, session: SessionDep) -> Any:
     return OrderTimeline(order_id=order_id, items=[CommandTiming.of(row) for row in rows])
 
 
-CHANGE_ERRORS = {**NOT_FOUND, 409: {"description": "the order's state does not allow this"}}
+CHANGE_ERRORS: dict[int | str, dict[str, Any]] = {**NOT_FOUND, 409: {"description": "the order's state does not allow this"}}
 
 
 @router.post("/{order_id}/cancel", response_model=OrderStateChange, responses=CHANGE_ERRORS)

@@ -2,6 +2,7 @@
 "use strict";
 
 const POLL_MS = 1500;
+const LAGGING = 2;  // a device this many times its kind's median is worth a look
 const STATE_ORDER = ["received", "held", "allocated", "picking", "conveyed", "packed", "labelled",
                      "sorted", "shipped", "exception", "cancelled"];
 const $ = (id) => document.getElementById(id);
@@ -90,14 +91,18 @@ function drawStats(stats) {
     el("td", { class: "num" }, seconds(d.p95_s)), el("td", { class: "num" }, seconds(d.p99_s)),
     el("td", {}, d.slowest ?? "–"))));
 
-  const slowestDevice = stats.slowest_device && stats.slowest_device.device_id;
-  const slowestOfKind = new Set(Object.values(stats.kinds).map((d) => d.slowest).filter(Boolean));
-  const ranked = Object.entries(stats.devices).filter(([, d]) => d.recent_p95_s !== null)
-    .sort((a, b) => b[1].recent_p95_s - a[1].recent_p95_s).slice(0, 10);
+  const slowest = stats.slowest_device;
+  $("slowest-device").textContent = slowest ? `${slowest.device_id} (${slowest.kind}) ${seconds(slowest.recent_p95_s)}` : "–";
+  // A conveyor is always slower than a printer; what a supervisor needs is the printer that is slow
+  // for a printer. Rank by last-minute p95 over the kind's median.
+  const lag = (d) => d.recent_p95_s / (stats.kinds[d.kind].p50_s || Infinity);
+  const ranked = Object.entries(stats.devices).filter(([, d]) => d.recent_p95_s !== null && stats.kinds[d.kind])
+    .sort((a, b) => lag(b[1]) - lag(a[1])).slice(0, 10);
   fill($("slow-devices").tBodies[0], ranked.map(([id, d]) => el("tr",
-    { class: id === slowestDevice ? "slowest" : "", title: slowestOfKind.has(id) ? `slowest ${d.kind}` : null },
-    el("td", {}, id, slowestOfKind.has(id) ? " ▲" : ""), el("td", {}, d.kind), el("td", { class: "num" }, d.count),
-    el("td", { class: "num" }, seconds(d.p95_s)), el("td", { class: "num" }, seconds(d.recent_p95_s)))));
+    { class: lag(d) >= LAGGING ? "lagging" : "" },
+    el("td", {}, id), el("td", {}, d.kind), el("td", { class: "num" }, d.count),
+    el("td", { class: "num" }, seconds(d.p95_s)), el("td", { class: "num" }, seconds(d.recent_p95_s)),
+    el("td", { class: "num" }, `${lag(d).toFixed(1)}×`))));
 }
 
 function drawDevices(devices) {
