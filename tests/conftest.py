@@ -8,11 +8,15 @@ messages.
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from adapters.mqtt import MqttHub
 from controller.ports import DeviceEvent, DeviceStatus
@@ -59,10 +63,19 @@ class EventLog:
     def statuses(self, device_id: str) -> list[DeviceStatus]:
         return [e for e in self.events if isinstance(e, DeviceStatus) and e.device_id == device_id]
 
-    async def wait_for(self, predicate: Callable[[DeviceEvent], bool], timeout: float = 5.0) -> DeviceEvent:
-        """The first event (already seen or still to come) that satisfies `predicate`."""
+    def mark(self) -> int:
+        """A position in the log; `wait_for(..., since=mark)` then only looks at later events."""
+        return len(self.events)
+
+    def after(self, event: DeviceEvent) -> int:
+        """The position just after `event`, to wait for what follows it."""
+        return next(i for i, seen in enumerate(self.events) if seen is event) + 1
+
+    async def wait_for(self, predicate: Callable[[DeviceEvent], bool], timeout: float = 5.0,
+                       since: int = 0) -> DeviceEvent:
+        """The first event after `since` (already seen or still to come) that satisfies `predicate`."""
         async with asyncio.timeout(timeout):
-            seen = 0
+            seen = since
             while True:
                 for event in self.events[seen:]:
                     if predicate(event):
@@ -140,3 +153,62 @@ def with_simulation(site: Site, part: str, **changes: Any) -> Site:
     simulation = site.simulation.model_copy(
         update={part: getattr(site.simulation, part).model_copy(update=changes)})
     return site.model_copy(update={"simulation": simulation})
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until `condition()` holds (checked every 10 ms), or fail the test."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+class RawPeer:
+    """A plain paho client on its own network thread that knows nothing of adapters.mqtt: it plays a
+    device, a panel or a misbehaving sender, using only what docs/devices.md says."""
+
+    def __init__(self, broker: EmbeddedBroker, client_id: str = "raw-peer") -> None:
+        self._loop = asyncio.get_running_loop()
+        self.messages: asyncio.Queue[paho.MQTTMessage] = asyncio.Queue()
+        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                   protocol=MQTTProtocolVersion.MQTTv5)
+        self._client.on_message = lambda c, u, m: self._loop.call_soon_threadsafe(self.messages.put_nowait, m)
+        self._subscribed = threading.Event()
+        self._client.on_subscribe = lambda *args: self._subscribed.set()
+        self._port = broker.port
+
+    async def __aenter__(self) -> Self:
+        connected = threading.Event()
+        self._client.on_connect = lambda *args: connected.set()
+        await asyncio.to_thread(self._client.connect, "127.0.0.1", self._port)
+        self._client.loop_start()
+        assert await asyncio.to_thread(connected.wait, 5), "raw peer could not connect"
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._client.disconnect()
+        await asyncio.to_thread(self._client.loop_stop)
+
+    async def subscribe(self, topic: str) -> None:
+        self._subscribed.clear()
+        self._client.subscribe(topic, qos=1)
+        assert await asyncio.to_thread(self._subscribed.wait, 5), f"no SUBACK for {topic}"
+
+    async def publish(self, topic: str, payload: bytes | str | dict[str, Any], retain: bool = False) -> None:
+        if isinstance(payload, dict):
+            payload = json.dumps(payload)
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        await asyncio.to_thread(info.wait_for_publish, 5)
+
+    async def next(self, topic: str, timeout: float = 5.0) -> paho.MQTTMessage:
+        """The next message on exactly `topic`; messages on other topics are dropped."""
+        async with asyncio.timeout(timeout):
+            while True:
+                message = await self.messages.get()
+                if message.topic == topic:
+                    return message
+
+
+@pytest.fixture
+async def raw_peer(broker: EmbeddedBroker) -> AsyncIterator[RawPeer]:
+    async with RawPeer(broker) as peer:
+        yield peer

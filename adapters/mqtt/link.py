@@ -100,6 +100,7 @@ class MqttLink:
         self._ended: asyncio.Future[None] | None = None
         self._connected_event = asyncio.Event()
         self._failures = 0
+        self._lost_reason: Any = None
 
     # ----------------------------------------------------------------------------------- lifecycle
     @property
@@ -374,7 +375,11 @@ class MqttLink:
         self._connected_event.clear()
         if self._ended is not None and not self._ended.done():
             self._ended.set_result(None)
-        if was_connected and self._on_lost is not None and not self._stopping:
+        if not was_connected or self._stopping:
+            return
+        if self._enabled.is_set():
+            log.info("%s: link to the broker lost (%s)", self.client_id, self._lost_reason)
+        if self._on_lost is not None:
             self._on_lost()
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
@@ -400,8 +405,7 @@ class MqttLink:
                 log.exception("%s: on_connected failed", self.client_id)
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        if not self._stopping and self._enabled.is_set():
-            log.info("%s: link to the broker lost (%s)", self.client_id, reason)
+        self._lost_reason = reason
 
     def _on_paho_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         try:

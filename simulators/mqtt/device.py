@@ -137,6 +137,7 @@ class SimulatedDevice:
         self.fault = fault
         self._on_fault(fault)
         self._state_changed(urgent=True)
+        self._announce(fault, active=True)
 
     def clear(self) -> None:
         fault, self.fault = self.fault, None
@@ -144,6 +145,7 @@ class SimulatedDevice:
             return
         self._on_clear(fault)
         self._state_changed(urgent=True)
+        self._announce(fault, active=False)
         self._next()
 
     def _on_fault(self, fault: str) -> None:
@@ -154,6 +156,9 @@ class SimulatedDevice:
 
     def _on_clear(self, fault: str) -> None:
         pass
+
+    def _announce(self, fault: str, *, active: bool) -> None:
+        """Push a fault's start or end to listeners, after the retained state says it (printers alert)."""
 
     # ---------------------------------------------------------------------------------- status
     @property

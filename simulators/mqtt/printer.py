@@ -87,15 +87,14 @@ class SimPrinter(SimulatedDevice):
 
     def _on_fault(self, fault: str) -> None:
         self._cancel_work()  # the label under the head is held, not lost
-        self._alert(fault, active=True)
 
     def _on_clear(self, fault: str) -> None:
         if fault == "paper_out":
             self.labels_remaining = self.media_labels
-        self._alert(fault, active=False)
         if self._current is not None:
             self._begin(self._current)
 
-    def _alert(self, fault: str, *, active: bool) -> None:
+    def _announce(self, fault: str, *, active: bool) -> None:
+        """Like Zebra ^SX: push the condition when it starts and when it clears."""
         text = ALERT_TEXT[fault] + ("" if active else " CLEARED")
         self._publish(Channel.ALERT, {"alert": fault, "active": active, "message": text})
