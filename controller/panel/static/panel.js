@@ -2,10 +2,17 @@
 "use strict";
 
 const POLL_MS = 1500;
-const LAGGING = 2;  // a device this many times its kind's median is worth a look
+const LAGGING = 3;  // a device this many times its kind's median is worth a look
 const STATE_ORDER = ["received", "held", "allocated", "picking", "conveyed", "packed", "labelled",
                      "sorted", "shipped", "exception", "cancelled"];
+// Stages in the order a tote meets them; a stage the engine adds later is listed after these.
+const STAGE_FLOW = ["allocation", "picking", "conveying", "packing", "labelling", "sorting"];
 const $ = (id) => document.getElementById(id);
+
+function flowRank(stage) {
+  const rank = STAGE_FLOW.indexOf(stage);
+  return rank < 0 ? STAGE_FLOW.length : rank;
+}
 
 // Build DOM nodes from data: text always goes in as text, never as HTML.
 function el(tag, attrs = {}, ...children) {
@@ -80,7 +87,8 @@ function drawStats(stats) {
   $("outcomes").textContent = Object.entries(stats.orders.in_window).map(([k, v]) => `${v} ${k}`).join(", ");
 
   const slowestStage = stats.slowest_stage && stats.slowest_stage.stage;
-  fill($("stages").tBodies[0], Object.entries(stats.stages).map(([stage, d]) => el("tr",
+  const stages = Object.entries(stats.stages).sort((a, b) => flowRank(a[0]) - flowRank(b[0]));
+  fill($("stages").tBodies[0], stages.map(([stage, d]) => el("tr",
     { class: stage === slowestStage ? "slowest" : "" },
     el("td", {}, stage), el("td", { class: "num" }, d.count), el("td", { class: "num" }, seconds(d.p50_s)),
     el("td", { class: "num" }, seconds(d.p95_s)), el("td", { class: "num" }, seconds(d.p99_s)),
