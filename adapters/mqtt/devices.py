@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
-from adapters.mqtt.wire import WireError, object_field, text_field
+from adapters.mqtt.wire import Topics, WireError, object_field, text_field
 from controller.ports import CommandTicket, Completion, DeviceKind, DeviceStatus
-
-if TYPE_CHECKING:
-    from adapters.mqtt.hub import MqttHub
 
 FINISHED_MEMORY = 1024  # finished tickets kept per device, so retries and late duplicates are recognised
 
@@ -26,11 +23,20 @@ class CommandRejected(Exception):
         self.reason = reason
 
 
+class CommandChannel(Protocol):
+    """What a device proxy needs from its hub: the topic layout and a way to put a command on the wire."""
+
+    topics: Topics
+
+    def send_command(self, device: MqttDevice, ticket: CommandTicket, action: str,
+                     params: dict[str, Any]) -> None: ...
+
+
 class MqttDevice:
     kind: ClassVar[DeviceKind]
     protocol = "mqtt"
 
-    def __init__(self, hub: MqttHub, device_id: str) -> None:
+    def __init__(self, hub: CommandChannel, device_id: str) -> None:
         self.device_id = device_id
         self._hub = hub
         self.command_topic = hub.topics.device(self.kind, device_id, "cmd")
