@@ -72,7 +72,9 @@ class MqttLink:
         on_connected: Callable[[bool], None] | None = None,
         on_lost: Callable[[], None] | None = None,
         will: Callable[[], tuple[str, bytes]] | None = None,
+        quiet: bool = False,
     ) -> None:
+        """`quiet=True` logs connection trouble at DEBUG only (for hundreds of simulated devices)."""
         self.address = BrokerAddress.from_url(url)
         self.client_id = client_id
         self.settings = settings
@@ -101,6 +103,8 @@ class MqttLink:
         self._connected_event = asyncio.Event()
         self._failures = 0
         self._lost_reason: Any = None
+        self._info = logging.DEBUG if quiet else logging.INFO
+        self._warning = logging.DEBUG if quiet else logging.WARNING
 
     # ----------------------------------------------------------------------------------- lifecycle
     @property
@@ -264,7 +268,7 @@ class MqttLink:
     def _note_failure(self, message: str) -> None:
         self._failures += 1
         # One warning per outage; 240 simulated devices retrying every few seconds would flood the log.
-        log.log(logging.WARNING if self._failures == 1 else logging.DEBUG, "%s: %s", self.client_id, message)
+        log.log(self._warning if self._failures == 1 else logging.DEBUG, "%s: %s", self.client_id, message)
 
     # ----------------------------------------------------------------------------- paho on the loop
     def _make_client(self) -> paho.Client:
@@ -378,7 +382,7 @@ class MqttLink:
         if not was_connected or self._stopping:
             return
         if self._enabled.is_set():
-            log.info("%s: link to the broker lost (%s)", self.client_id, self._lost_reason)
+            log.log(self._info, "%s: link to the broker lost (%s)", self.client_id, self._lost_reason)
         if self._on_lost is not None:
             self._on_lost()
 
@@ -392,7 +396,7 @@ class MqttLink:
             client.subscribe([(topic, QOS) for topic in self.subscriptions])
         self.connects += 1
         if self._failures or self.connects > 1:
-            log.info("%s: connected to %s:%s (session present: %s)", self.client_id, self.address.host,
+            log.log(self._info, "%s: connected to %s:%s (session present: %s)", self.client_id, self.address.host,
                      self.address.port, bool(flags.session_present))
         self._failures = 0
         self._connected_event.set()

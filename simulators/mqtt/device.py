@@ -103,6 +103,7 @@ class SimulatedDevice:
             on_message=self._on_message,
             on_connected=self._on_connected,
             will=lambda: (self._topic[Channel.STATE], self._state_payload(Connection.CONNECTIONBROKEN)),
+            quiet=True,
         )
 
     def __repr__(self) -> str:

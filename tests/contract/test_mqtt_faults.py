@@ -6,10 +6,12 @@ import asyncio
 
 import pytest
 
-from adapters.mqtt import MqttPickLight, MqttPrinter
+from adapters.mqtt import MqttHub, MqttPickLight, MqttPrinter
 from controller.ports import DeviceEvent, DeviceStatus
 from controller.site import Site
-from tests.conftest import EventLog, MqttRig, RawPeer, RigFactory, eventually, with_simulation
+from simulators.broker import EmbeddedBroker
+from simulators.mqtt import MqttFloor
+from tests.conftest import FLOOR_SPEED, EventLog, MqttRig, RawPeer, RigFactory, eventually, with_simulation
 
 LABEL = "^XA^FO20,20^A0N,40,40^FDTote T-17^FS^XZ"
 ROOT = "floorctl/v1"
@@ -206,3 +208,28 @@ async def test_devices_republish_state_when_the_controller_comes_online(rig: Mqt
     await raw_peer.publish(f"{ROOT}/controller/state", {"header": header, "connection": "ONLINE"})
     for device in rig.hub.devices():
         await events.wait_for(status_of(device.device_id, online=True), since=mark)
+
+
+async def test_hub_started_before_the_broker_connects_when_it_appears(demo_site: Site, broker: EmbeddedBroker,
+                                                                     events: EventLog) -> None:
+    await broker.stop()
+    site = demo_site.model_copy(update={"broker": demo_site.broker.model_copy(update={"connect_timeout_s": 0.3})})
+    hub = MqttHub(site, broker_url=broker.url)
+    await hub.start(events)  # gives up waiting after connect_timeout_s, keeps trying behind
+    try:
+        assert not hub.connected
+        early = await hub.device("PS-2").pack("pack-early", "o-1", "t-1", 1)  # type: ignore[attr-defined]
+        await broker.start()
+        assert await hub.wait_connected(5)
+        floor = MqttFloor(site, broker_url=broker.url, speed=FLOOR_SPEED)
+        await floor.start()
+        try:
+            # Published before the device ever subscribed: MQTT drops it, the engine's time-out and
+            # retry (same id) recover it.
+            retry = await hub.device("PS-2").pack("pack-early", "o-1", "t-1", 1)  # type: ignore[attr-defined]
+            assert retry is early
+            assert (await asyncio.wait_for(early.done, 3)).ok
+        finally:
+            await floor.stop()
+    finally:
+        await hub.stop()
