@@ -157,7 +157,7 @@ class PlcSimulator:
     async def force_value(self, device_id: str, signal: str, value: ua.Variant) -> None:
         """Write any value, of any type, to a variable (the next state change overwrites it)."""
         assert self._server is not None, "the PLC is stopped"
-        await self._server.write_attribute_value(self._variables[(device_id, signal)], ua.DataValue(value))
+        await _write(self._server, self._variables[(device_id, signal)], value)
 
     async def force_event(self, device_id: str, event_type: str, **fields: str) -> None:
         """Raise a contract event with whatever field values, e.g. a scan without a scan id."""
@@ -324,8 +324,20 @@ class PlcSimulator:
         }
         for signal, (value, vtype) in values.items():
             nodeid = self._variables[(status.device_id, signal)]
-            if server.read_attribute_value(nodeid).Value.Value != value:
-                await server.write_attribute_value(nodeid, ua.DataValue(ua.Variant(value, vtype)))
+            if server.read_attribute_value(nodeid).Value != ua.Variant(value, vtype):
+                await _write(server, nodeid, ua.Variant(value, vtype))
+
+
+async def _write(server: Server, node: ua.NodeId, value: ua.Variant) -> None:
+    """Write a value; if it is of another type than the node holds (a forced value, or the proper
+    value after one), change the node's DataType first, as asyncua refuses a change of type."""
+    current = server.read_attribute_value(node).Value
+    if current is not None and current.VariantType not in (value.VariantType, ua.VariantType.Null):
+        datatype = ua.Variant(ua.NodeId(value.VariantType.value), ua.VariantType.NodeId)
+        await server.write_attribute_value(node, ua.DataValue(datatype), ua.AttributeIds.DataType)
+        # A bad status nulls the value, and a null value takes whatever its DataType says.
+        await server.write_attribute_value(node, ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadWaitingForInitialData)))
+    await server.write_attribute_value(node, ua.DataValue(value))
 
 
 def _method(action: Callable[..., str], arity: int) -> Handler:

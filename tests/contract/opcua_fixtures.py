@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, Self
 
 import pytest
 from asyncua import Client, ua
@@ -79,6 +79,13 @@ class OpcUaRig:
             await self.wait_status(device.device_id, lambda s: s.online)
         return self._hub
 
+    async def start_hub_offline(self) -> OpcUaHub:
+        """Start a hub that is not expected to get online (its first connection attempt has failed)."""
+        self._hub = OpcUaHub(self.site, endpoints={plc_id: sim.endpoint for plc_id, sim in self.sims.items()})
+        self._stack.push_async_callback(self._hub.stop)
+        await self._hub.start(self.sink)
+        return self._hub
+
     async def stop(self) -> None:
         await self._stack.aclose()
 
@@ -140,7 +147,7 @@ class RawPlcClient:
     def __init__(self, endpoint: str) -> None:
         self.client = Client(endpoint, timeout=2)
 
-    async def __aenter__(self) -> RawPlcClient:
+    async def __aenter__(self) -> Self:
         await self.client.connect()
         self.namespaces = await self.client.get_namespace_array()
         return self
