@@ -90,6 +90,11 @@ def events() -> EventLog:
     return EventLog()
 
 
+def online(device_id: str) -> Callable[[DeviceEvent], bool]:
+    """A predicate for EventLog.wait_for: `device_id` reported online."""
+    return lambda event: isinstance(event, DeviceStatus) and event.device_id == device_id and event.online
+
+
 class MqttRig:
     """A simulated floor and the controller's hub on one private broker."""
 
@@ -105,8 +110,7 @@ class MqttRig:
         await self.hub.start(self.events)
         # Every device's retained state reaches the hub right after it subscribes.
         for device in self.hub.devices():
-            await self.events.wait_for(lambda e, d=device.device_id: isinstance(e, DeviceStatus)
-                                       and e.device_id == d and e.online)
+            await self.events.wait_for(online(device.device_id))
 
     async def stop(self) -> None:
         await self.hub.stop()
@@ -171,10 +175,13 @@ class RawPeer:
         self.messages: asyncio.Queue[paho.MQTTMessage] = asyncio.Queue()
         self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                                    protocol=MQTTProtocolVersion.MQTTv5)
-        self._client.on_message = lambda c, u, m: self._loop.call_soon_threadsafe(self.messages.put_nowait, m)
+        self._client.on_message = self._on_message
         self._subscribed = threading.Event()
         self._client.on_subscribe = lambda *args: self._subscribed.set()
         self._port = broker.port
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        self._loop.call_soon_threadsafe(self.messages.put_nowait, message)
 
     async def __aenter__(self) -> Self:
         connected = threading.Event()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 from adapters.mqtt.wire import Topics, WireError, object_field, text_field
 from controller.ports import CommandTicket, Completion, DeviceKind, DeviceStatus
@@ -33,7 +33,7 @@ class CommandChannel(Protocol):
 
 
 class MqttDevice:
-    kind: ClassVar[DeviceKind]
+    kind: DeviceKind  # set by each subclass
     protocol = "mqtt"
 
     def __init__(self, hub: CommandChannel, device_id: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from adapters.mqtt.devices import DEVICE_CLASSES, MqttDevice
@@ -54,7 +55,8 @@ class MqttHub:
             on_lost=self._on_lost,
             will=lambda: self._controller_state(Connection.OFFLINE),
         )
-        self._handlers = {Channel.ACK: self._on_ack, Channel.DONE: self._on_done,
+        self._handlers: dict[str, Callable[[MqttDevice, dict[str, Any]], str | None]] = {
+            Channel.ACK: self._on_ack, Channel.DONE: self._on_done,
                           Channel.STATE: self._on_state, Channel.ALERT: self._on_alert}
 
     # ---------------------------------------------------------------------------------- DeviceHub

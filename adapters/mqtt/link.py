@@ -18,9 +18,10 @@ import contextlib
 import logging
 import random
 import socket
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import parse_qs, urlsplit
 
 import paho.mqtt.client as paho
@@ -183,8 +184,12 @@ class MqttLink:
                                timeout: float = 1.0) -> bool:
         assert self._loop is not None
         delivered: asyncio.Future[None] = self._loop.create_future()
-        self.publish(topic, payload, retain=retain,
-                     on_delivered=lambda: delivered.done() or delivered.set_result(None))
+
+        def on_delivered() -> None:
+            if not delivered.done():
+                delivered.set_result(None)
+
+        self.publish(topic, payload, retain=retain, on_delivered=on_delivered)
         try:
             await asyncio.wait_for(delivered, timeout)
         except TimeoutError:
@@ -304,11 +309,9 @@ class MqttLink:
         self._reading = True
         try:
             client.loop_read()
-            sock = client.socket()
             # TLS may hold decrypted bytes the selector cannot see.
-            while self.address.tls and sock is not None and sock.pending():  # type: ignore[union-attr]
+            while self.address.tls and isinstance(sock := client.socket(), ssl.SSLSocket) and sock.pending():
                 client.loop_read()
-                sock = client.socket()
         except Exception:
             log.exception("%s: reading from the broker failed; dropping the connection", self.client_id)
             self._abort()
@@ -355,9 +358,9 @@ class MqttLink:
     def _abort(self) -> None:
         """Shut the socket down; the reader then sees EOF and paho tidies up as for any lost link."""
         sock = self._client.socket()
-        if sock is not None:
+        if isinstance(sock, socket.socket):  # an ssl.SSLSocket is one too
             with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
+                sock.shutdown(socket.SHUT_RDWR)
 
     # ------------------------------------------------------------------------------ paho callbacks
     def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
@@ -413,7 +416,8 @@ class MqttLink:
 
     def _on_paho_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         try:
-            self._on_message(message.topic, message.payload, bool(message.retain))
+            # paho's payload is typed bytes | bytearray but decoded with struct.unpack: always bytes.
+            self._on_message(message.topic, cast(bytes, message.payload), bool(message.retain))
         except Exception:
             log.exception("%s: message handler failed on %r", self.client_id, message._topic)
 

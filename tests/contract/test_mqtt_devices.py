@@ -7,19 +7,22 @@ import asyncio
 import pytest
 
 from adapters.mqtt import CommandRejected, MqttPackStation, MqttPickLight, MqttPrinter
-from controller.ports import Completion, PackStation, PickLight, Printer
+from controller.ports import Completion, Device, PackStation, PickLight, Printer
 from controller.site import Site
 from tests.conftest import MqttRig, RigFactory, with_simulation
 
 LABEL = "^XA^FO50,50^A0N,30,30^FDOrder 1001^FS^FO50,100^BCN,80,Y,N,N^FD1Z999AA10123456784^FS^XZ"
 
+def _adapters_satisfy_the_ports(light: MqttPickLight, printer: MqttPrinter,
+                                station: MqttPackStation) -> tuple[PickLight, Printer, PackStation]:
+    return light, printer, station  # checked by mypy, not run: the port Protocols are not runtime-checkable
+
+
 async def test_devices_implement_the_ports(rig: MqttRig) -> None:
     kinds = {type(device) for device in rig.hub.devices()}
     assert kinds == {MqttPickLight, MqttPrinter, MqttPackStation}
-    assert isinstance(rig.hub.device("ptl-01"), PickLight)
-    assert isinstance(rig.hub.device("prn-1"), Printer)
-    assert isinstance(rig.hub.device("PS-1"), PackStation)
-    assert all(device.protocol == "mqtt" and device.status.online for device in rig.hub.devices())
+    assert all(isinstance(device, Device) and device.protocol == "mqtt" and device.status.online
+               for device in rig.hub.devices())
     assert rig.hub.device("prn-1").status.detail["labels_remaining"] == 5000
 
 

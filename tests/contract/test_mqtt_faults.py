@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -17,7 +18,7 @@ LABEL = "^XA^FO20,20^A0N,40,40^FDTote T-17^FS^XZ"
 ROOT = "floorctl/v1"
 
 
-def status_of(device_id: str, **expected: object) -> object:
+def status_of(device_id: str, **expected: object) -> Callable[[DeviceEvent], bool]:
     """A predicate for EventLog.wait_for: a DeviceStatus of `device_id` whose fields match `expected`."""
     def matches(event: DeviceEvent) -> bool:
         return (isinstance(event, DeviceStatus) and event.device_id == device_id
@@ -65,7 +66,8 @@ async def test_printer_paper_out_is_silent_then_reported_then_prints_after_clear
         await asyncio.wait_for(asyncio.shield(asyncio.gather(ticket.acked, status.acked)), 0.5)
     assert rig.floor.counters["ignored_while_faulted"] == 2
 
-    alert = await events.wait_for(lambda e: status_of("prn-1")(e) and "alert" in e.detail, since=mark)  # type: ignore[attr-defined]
+    alert = await events.wait_for(lambda e: isinstance(e, DeviceStatus) and e.device_id == "prn-1"
+                                  and "alert" in e.detail, since=mark)
     assert isinstance(alert, DeviceStatus) and alert.fault == "paper_out"
     assert alert.detail["alert"] == {"code": "paper_out", "active": True, "message": "PAPER OUT"}
     state = await events.wait_for(status_of("prn-1", state="faulted", fault="paper_out"), since=mark)
