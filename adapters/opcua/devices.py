@@ -53,6 +53,7 @@ class PlcDevice:
         return self._status
 
     def _bad(self, what: str, detail: object) -> None:
+        """Count and log something off-contract from the PLC; the caller then ignores it."""
         self._counters[what] += 1
         log.warning("%s: %s: %r", self.device_id, what, detail)
 
@@ -79,19 +80,23 @@ class PlcDevice:
     def value_changed(self, signal: str, value: Any) -> DeviceStatus | None:
         if signal == "State":
             if (state := decode.machinery_state(value)) is None:
-                return self._bad("bad_value", (signal, value))
+                self._bad("bad_value", (signal, value))
+                return None
             self._state = state
         elif signal == "OperationMode":
             if (mode := decode.operation_mode(value)) is None:
-                return self._bad("bad_value", (signal, value))
+                self._bad("bad_value", (signal, value))
+                return None
             self._mode = mode
         elif signal == "Fault":
             if (fault := decode.text(value)) is None:
-                return self._bad("bad_value", (signal, value))
+                self._bad("bad_value", (signal, value))
+                return None
             self._fault = fault
         elif signal == "EStop":
             if (estop := decode.flag(value)) is None:
-                return self._bad("bad_value", (signal, value))
+                self._bad("bad_value", (signal, value))
+                return None
             self._estop = estop
         return self._refresh()
 
@@ -100,10 +105,11 @@ class PlcDevice:
         at = decode.wall_time(fields.get("Time"))
         values = {name: decode.text(fields.get(name)) for name in kind.fields}
         if at is None or any(v is None for v in values.values()):
-            return self._bad("bad_event", (kind.name, fields))
-        if kind is contract.SCAN_EVENT:
+            self._bad("bad_event", (kind.name, fields))
+        elif kind is contract.SCAN_EVENT:
             if not values["ScanId"] or not values["ScanPoint"]:
-                return self._bad("bad_event", (kind.name, fields))
+                self._bad("bad_event", (kind.name, fields))
+                return
             sink(ScanRead(values["ScanPoint"], values["ScanId"], values["Barcode"] or None, at))
         elif kind is contract.TRANSPORT_COMPLETED_EVENT:
             self._completed(values, at)
@@ -113,7 +119,8 @@ class PlcDevice:
     def _completed(self, values: dict[str, Any], at: float) -> None:
         outcome = values["Outcome"]
         if outcome not in (contract.Outcome.DONE, contract.Outcome.FAILED) or not values["CommandId"]:
-            return self._bad("bad_event", values)
+            self._bad("bad_event", values)
+            return
         ok = outcome == contract.Outcome.DONE
         completion = Completion(values["CommandId"], ok=ok, at=at, reason=None if ok else values["Reason"] or None,
                                 result=self.completion_result(values["ToteId"], values["Destination"]))
@@ -167,7 +174,8 @@ class OpcUaSorter(PlcDevice):
 
     def _diverted(self, values: dict[str, Any], at: float, sink: EventSink) -> None:
         if not values["ScanId"]:
-            return self._bad("bad_event", values)
+            self._bad("bad_event", values)
+            return
         lane = values["Lane"] or None
         sink(Diverted(self.device_id, values["ScanId"], values["ToteId"] or None, lane, at))
         if values["CommandId"] and not self.tickets.finish(Completion(

@@ -156,7 +156,7 @@ class PlcLink:
 
     async def _check_contract(self, client: Client, wiring: Wiring) -> None:
         (value,) = await client.read_attributes([client.get_node(wiring.node(self.plc.id, "ContractVersion"))])
-        version = decode.text(value.Value.Value) if value.StatusCode.is_good() and value.Value else None
+        version = decode.text(value.Value.Value) if _good(value) and value.Value else None
         if version is None:
             self._counters["no_contract_version"] += 1
             log.warning("PLC %s publishes no contract version; assuming %s", self.plc.id, contract.CONTRACT_VERSION)
@@ -177,9 +177,9 @@ class PlcLink:
         values = await client.read_attributes([client.get_node(n) for n in nodes])
         for node, value in zip(nodes, values):
             device_id, signal = wiring.variables[node]
-            if not value.StatusCode.is_good() or value.Value is None:
+            if not _good(value) or value.Value is None:
                 self._counters["bad_value"] += 1
-                log.warning("%s: cannot read %s: %s", device_id, signal, value.StatusCode.name)
+                log.warning("%s: cannot read %s: %s", device_id, signal, value.StatusCode)
                 continue
             self.devices[device_id].value_changed(signal, value.Value.Value)  # reported when online
 
@@ -237,3 +237,7 @@ class PlcLink:
         except Exception:  # the sink must not raise; if it does, the link carries on regardless
             self._counters["sink_error"] += 1
             log.exception("event sink raised on %r", event)
+
+
+def _good(value: ua.DataValue) -> bool:
+    return value.StatusCode is None or value.StatusCode.is_good()

@@ -124,7 +124,8 @@ def plc_node_map(plc_id: str) -> NodeMap:
 def plc_devices(site: Site, plc_id: str) -> list[Conveyor | Sorter]:
     if not any(p.id == plc_id for p in site.plcs):
         raise NodeMapError(f"plcs: unknown PLC {plc_id!r} (known: {', '.join(p.id for p in site.plcs)})")
-    return [d for d in (*site.conveyors, *site.sorters) if d.plc == plc_id]
+    devices: list[Conveyor | Sorter] = [*site.conveyors, *site.sorters]
+    return [d for d in devices if d.plc == plc_id]
 
 
 def floor_node_maps(site: Site, plc_id: str) -> list[NodeMap]:
@@ -168,4 +169,10 @@ def resolve(node: str, namespaces: Sequence[str]) -> ua.NodeId:
         index = list(namespaces).index(uri)
     except ValueError:
         raise NodeMapError(f"{node!r}: the server has no namespace {uri!r}") from None
-    return ua.NodeId(parsed.Identifier, index, parsed.NodeIdType)
+    return ua.NodeId(parsed.Identifier, ua.Int16(index), parsed.NodeIdType)
+
+
+def node_id(identifier: int | str, namespace: int = 0) -> ua.NodeId:
+    """A NodeId from plain values (asyncua types NodeId's fields as its own int and str subclasses)."""
+    value = ua.String(identifier) if isinstance(identifier, str) else ua.Int32(identifier)
+    return ua.NodeId(value, ua.Int16(namespace))

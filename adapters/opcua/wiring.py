@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from asyncua import ua
 
 from adapters.opcua import contract
-from adapters.opcua.nodemap import NodeMap, Role, resolve
+from adapters.opcua.nodemap import NodeMap, Role, node_id, resolve
 
 # BaseEventType fields every event is selected with, besides the contract's own.
 BASE_FIELDS = ("EventType", "SourceNode", "Time")
@@ -59,7 +59,7 @@ def _operand(type_id: ua.NodeId, name: str, namespace: int) -> ua.SimpleAttribut
 def _event_filter(wiring: Wiring, namespaces: Sequence[str]) -> ua.EventFilter:
     """One filter for all contract events: the union of their fields (a field an event type lacks
     comes back null). No where clause: only contract events are raised by a device object."""
-    base = ua.NodeId(ua.ObjectIds.BaseEventType)
+    base = node_id(ua.ObjectIds.BaseEventType)
     selects = [_operand(base, name, 0) for name in BASE_FIELDS]
     seen: set[str] = set()
     namespace = list(namespaces).index(contract.CONTRACT_NAMESPACE)

@@ -25,7 +25,7 @@ from asyncua.server.user_managers import UserManager
 
 from adapters.opcua import contract
 from adapters.opcua.contract import ACCEPTED, CONTRACT_NAMESPACE, CONTRACT_VERSION, EventType, rejected
-from adapters.opcua.nodemap import NodeMap, Role, floor_node_maps, namespace_indexes, resolve
+from adapters.opcua.nodemap import NodeMap, Role, floor_node_maps, namespace_indexes, node_id, resolve
 from controller.site import Site
 from simulators.clock import SimClock
 from simulators.plc.conveyor import SimConveyor
@@ -76,7 +76,7 @@ def _copy_nodes(nodes: dict[ua.NodeId, NodeData]) -> dict[ua.NodeId, NodeData]:
     copies = {}
     for nodeid, node in nodes.items():
         copy = copies[nodeid] = NodeData(nodeid)
-        copy.attributes = {attr: AttributeValue(value.value) for attr, value in node.attributes.items()}
+        copy.attributes = {attr: AttributeValue(value.value) for attr, value in node.attributes.items()}  # type: ignore[arg-type]
         copy.references = list(node.references)
         copy.call = node.call
     return copies
@@ -233,12 +233,10 @@ class PlcSimulator:
                 node = await self._add_variable(obj, node_map, signal.name, namespaces)
                 self._variables[(node_map.device_id, signal.name)] = node.nodeid
             for signal in node_map.of_role(Role.METHOD):
-                args = [ua.Argument(Name=n, DataType=ua.NodeId(ua.ObjectIds.String), ValueRank=-1)
-                        for n in signal.inputs]
-                status = ua.Argument(Name="Status", DataType=ua.NodeId(ua.ObjectIds.String), ValueRank=-1)
+                args = [_string_argument(n) for n in signal.inputs]
                 nodeid = resolve(node_map[signal.name], namespaces)
                 await obj.add_method(nodeid, ua.QualifiedName(signal.name, nodeid.NamespaceIndex),
-                                     handlers[signal.name], args, [status])
+                                     handlers[signal.name], args, [_string_argument("Status")])
             if node_map.kind is not None:
                 for name, etype in event_types.items():
                     self._events[(node_map.device_id, name)] = await server.get_event_generator(etype, obj.nodeid)
@@ -246,7 +244,7 @@ class PlcSimulator:
             await self._write_status(server, machine.status())
 
     async def _add_event_type(self, server: Server, event: EventType, namespaces: list[str]) -> Node:
-        base = server.get_node(ua.NodeId(ua.ObjectIds.BaseEventType))
+        base = server.get_node(node_id(ua.ObjectIds.BaseEventType))
         nodeid = resolve(contract.event_type_node(event), namespaces)
         etype = await base.add_object_type(nodeid, ua.QualifiedName(event.name, nodeid.NamespaceIndex))
         for field in event.fields:
@@ -261,6 +259,7 @@ class PlcSimulator:
     async def _add_variable(self, obj: Node, node_map: NodeMap, signal: str, namespaces: list[str]) -> Node:
         nodeid = resolve(node_map[signal], namespaces)
         datatype = node_map.signals[signal].datatype
+        assert datatype is not None
         initial = CONTRACT_VERSION if signal == "ContractVersion" else ua.get_default_value(datatype)
         return await obj.add_variable(nodeid, ua.QualifiedName(signal, nodeid.NamespaceIndex), initial, datatype)
 
@@ -333,10 +332,10 @@ async def _write(server: Server, node: ua.NodeId, value: ua.Variant) -> None:
     value after one), change the node's DataType first, as asyncua refuses a change of type."""
     current = server.read_attribute_value(node).Value
     if current is not None and current.VariantType not in (value.VariantType, ua.VariantType.Null):
-        datatype = ua.Variant(ua.NodeId(value.VariantType.value), ua.VariantType.NodeId)
+        datatype = ua.Variant(node_id(value.VariantType.value), ua.VariantType.NodeId)
         await server.write_attribute_value(node, ua.DataValue(datatype), ua.AttributeIds.DataType)
         # A bad status nulls the value, and a null value takes whatever its DataType says.
-        await server.write_attribute_value(node, ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadWaitingForInitialData)))
+        await server.write_attribute_value(node, ua.DataValue(StatusCode=_status(ua.StatusCodes.BadWaitingForInitialData)))
     await server.write_attribute_value(node, ua.DataValue(value))
 
 
@@ -353,3 +352,11 @@ def _method(action: Callable[..., str], arity: int) -> Handler:
         return [ua.Variant(status, ua.VariantType.String)]
 
     return handler
+
+
+def _string_argument(name: str) -> ua.Argument:
+    return ua.Argument(Name=ua.String(name), DataType=node_id(ua.ObjectIds.String), ValueRank=ua.Int32(-1))
+
+
+def _status(code: int) -> ua.StatusCode:
+    return ua.StatusCode(ua.UInt32(code))

@@ -17,6 +17,7 @@ from asyncua import Client, ua
 
 from adapters.opcua import OpcUaHub
 from adapters.opcua.contract import CONTRACT_NAMESPACE
+from adapters.opcua.nodemap import node_id
 from controller.ports import CommandTicket, DeviceEvent, DeviceStatus, ScanRead
 from controller.site import Site
 from simulators.plc import PlcSimulator, plc_floor
@@ -156,7 +157,7 @@ class RawPlcClient:
         await self.client.disconnect()
 
     def contract_node(self, name: str) -> ua.NodeId:
-        return ua.NodeId(name, self.namespaces.index(CONTRACT_NAMESPACE))
+        return node_id(name, self.namespaces.index(CONTRACT_NAMESPACE))
 
     async def call(self, obj: ua.NodeId | str, method: ua.NodeId | str, *args: str) -> Any:
         parent = self.client.get_node(obj)

@@ -10,7 +10,7 @@ import pytest
 
 from adapters.opcua import CommandRejected
 from adapters.opcua.devices import OpcUaConveyor, OpcUaSorter
-from controller.ports import Completion, Conveyor, Diverted, ScanRead, Sorter
+from controller.ports import Completion, Conveyor, Device, Diverted, ScanRead, Sorter
 from controller.site import Site
 from tests.conftest import with_simulation
 
@@ -23,8 +23,9 @@ pytest_plugins = ["tests.contract.opcua_fixtures"]
 async def test_devices_implement_the_ports(opcua_rig: OpcUaRig) -> None:
     hub = opcua_rig.hub
     assert {type(d) for d in hub.devices()} == {OpcUaConveyor, OpcUaSorter}
-    assert isinstance(hub.conveyor("loop-1"), Conveyor)
-    assert isinstance(hub.sorter("sorter-1"), Sorter)
+    conveyor: Conveyor = hub.conveyor("loop-1")  # the ports are checked statically ...
+    sorter: Sorter = hub.sorter("sorter-1")
+    assert isinstance(conveyor, Device) and isinstance(sorter, Device)  # ... and at run time
     for device in hub.devices():
         assert device.protocol == "opcua"
         status = device.status

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 from asyncua import ua
 
+from adapters.opcua.nodemap import node_id
 from controller.ports import Diverted, ScanRead
 from controller.site import Site
 from tests.conftest import eventually
@@ -45,7 +46,7 @@ async def test_the_adapter_follows_the_node_ids_of_the_site_file(
     async with raw_plc(rig.sim.endpoint) as plc:
         assert await plc.read("ns=3;s=PLC_A/Conv1/State") == "NotExecuting"
         vendor = plc.namespaces.index("urn:example:plc-vendor")
-        assert await plc.read(ua.NodeId("Sorters/sorter-1/MachineryItemState", vendor)) == "NotExecuting"
+        assert await plc.read(node_id("Sorters/sorter-1/MachineryItemState", vendor)) == "NotExecuting"
         assert await plc.read("ns=2;s=sorter-1.Fault") == ""  # not mapped: the default
         with pytest.raises(ua.UaStatusCodeError):
             await plc.read("ns=2;s=loop-1.State")  # the default id of a mapped signal does not exist

@@ -16,6 +16,7 @@ from adapters.opcua.nodemap import (
     device_node_map,
     floor_node_maps,
     namespace_indexes,
+    node_id,
     resolve,
 )
 from adapters.opcua.wiring import wire
@@ -89,8 +90,8 @@ def test_the_plc_map_comes_first_and_uses_the_contract_namespace(demo_site: Site
 
 def test_resolve_looks_namespace_uris_up_on_the_server() -> None:
     namespaces = ["http://opcfoundation.org/UA/", "urn:server", "urn:vendor"]
-    assert resolve("nsu=urn:vendor;s=Belt/State", namespaces) == ua.NodeId("Belt/State", 2)
-    assert resolve("ns=7;i=42", namespaces) == ua.NodeId(42, 7)
+    assert resolve("nsu=urn:vendor;s=Belt/State", namespaces) == node_id("Belt/State", 2)
+    assert resolve("ns=7;i=42", namespaces) == node_id(42, 7)
     with pytest.raises(NodeMapError, match="the server has no namespace 'urn:other'"):
         resolve("nsu=urn:other;s=x", namespaces)
 
@@ -98,9 +99,9 @@ def test_resolve_looks_namespace_uris_up_on_the_server() -> None:
 def test_wiring_maps_nodes_back_to_devices_and_selects_every_contract_field(demo_site: Site) -> None:
     namespaces = ["http://opcfoundation.org/UA/", "urn:server", "urn:plc", CONTRACT_NAMESPACE]
     wiring = wire(floor_node_maps(demo_site, "plc-1"), namespaces)
-    assert wiring.sources == {ua.NodeId("loop-1", 2): "loop-1", ua.NodeId("sorter-1", 2): "sorter-1"}
-    assert wiring.variables[ua.NodeId("sorter-1.EStop", 2)] == ("sorter-1", "EStop")
-    assert ua.NodeId("Plc.ContractVersion", 3) not in wiring.variables  # read once, not watched
+    assert wiring.sources == {node_id("loop-1", 2): "loop-1", node_id("sorter-1", 2): "sorter-1"}
+    assert wiring.variables[node_id("sorter-1.EStop", 2)] == ("sorter-1", "EStop")
+    assert node_id("Plc.ContractVersion", 3) not in wiring.variables  # read once, not watched
     selected = [(op.BrowsePath[0].Name, op.BrowsePath[0].NamespaceIndex) for op in wiring.event_filter.SelectClauses]
     assert selected[:3] == [("EventType", 0), ("SourceNode", 0), ("Time", 0)]
     assert {name for name, ns in selected[3:] if ns == 3} == {

@@ -161,7 +161,10 @@ async def test_a_stopped_drive_holds_its_moves_and_resumes_with_what_was_left() 
 async def test_a_move_that_raises_does_not_stop_the_drive(caplog: pytest.LogCaptureFixture) -> None:
     drive = Drive(SimClock(100.0), "belt")
     arrived: list[int] = []
-    drive.after(0.1, lambda: 1 / 0)
+    def jammed_tote() -> None:
+        raise RuntimeError("stuck")
+
+    drive.after(0.1, jammed_tote)
     drive.after(0.2, lambda: arrived.append(1))
     await eventually(lambda: arrived == [1])
     assert "a tote movement failed" in caplog.text
