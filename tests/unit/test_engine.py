@@ -154,7 +154,10 @@ async def test_restart_resumes_without_asking_twice(site: Site, tmp_path: Path) 
     engine = await first.start()
     first.hub.by_id["PS-1"].silent = first.hub.by_id["PS-2"].silent = True  # packers never confirm
     received = await engine.receive(orders(6, prefix="R"))
-    await asyncio.sleep(0.3)
+    async def at_packing() -> None:
+        while any(engine.orders[r.id].state is not OrderState.CONVEYED for r in received):
+            await asyncio.sleep(0.01)
+    await asyncio.wait_for(at_packing(), 10)
     await first.stop()
     second = Floor(site, url)
     engine = await second.start()
