@@ -219,7 +219,9 @@ class MqttLink:
                 delay = BACKOFF_MIN_S
                 await self._ended
                 continue  # a lost link is retried at once, then with backoff
-            if not self._up.done():
+            if self._ended.done():
+                self._note_failure(f"{self.address.host}:{self.address.port} closed the connection before CONNACK")
+            elif not self._up.done():
                 self._note_failure(f"no CONNACK from {self.address.host}:{self.address.port} "
                                    f"within {self.settings.connect_timeout_s} s")
             self._abort()
