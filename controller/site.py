@@ -101,7 +101,7 @@ class Plc(_Model):
         if parts.scheme != "opc.tcp" or not parts.hostname:
             raise ValueError(f"OPC UA endpoint must look like opc.tcp://host:port/path, got {value!r}")
         try:
-            parts.port
+            _ = parts.port
         except ValueError as exc:
             raise ValueError(f"OPC UA endpoint has a bad port: {value!r}") from exc
         return value

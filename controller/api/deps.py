@@ -21,6 +21,7 @@ class EngineLike(Protocol):
     site: Site
     stats: FloorStats
     counters: collections.Counter[str]  # bad input and other events, exported by /metrics
+    command_counts: collections.Counter[tuple[str, str]]  # (device kind, outcome) since start
 
     async def receive(self, orders: list[NewOrder]) -> list[Received]:
         """Raises OrderRejected naming each unknown SKU / carrier."""

@@ -70,6 +70,7 @@ class DeviceQueue:
         self._heap: list[Job] = []
         self._seq = itertools.count()
         self.in_flight = 0
+        self.served = 0  # commands taken, so that equally loaded devices take turns
         self.in_rotation = True  # printers are taken out of rotation when they fail or go silent
         self._usable = asyncio.Event()
         self.update_status(device.status)
@@ -83,6 +84,14 @@ class DeviceQueue:
     @property
     def load(self) -> int:
         return len(self._heap) + self.in_flight
+
+    @property
+    def queued(self) -> int:
+        return len(self._heap)
+
+    def preference(self) -> tuple[int, int]:
+        """Least loaded first; among equals, the one that has served least."""
+        return (self.load, self.served)
 
     def update_status(self, status: DeviceStatus) -> None:
         if self.device.kind is DeviceKind.PRINTER and status.online and not status.fault:
@@ -110,7 +119,11 @@ class DeviceQueue:
 
     # ---- running a command -------------------------------------------------------------------
     async def run(self, job: Job) -> Completion:
+        if self.device.kind is DeviceKind.PRINTER and not self.usable:
+            # It went away between the order choosing it and queueing here: choose again.
+            raise DeviceFailed("failed", f"rerouted: {self.device.device_id} unavailable")
         job.go = asyncio.get_running_loop().create_future()
+        self.served += 1
         job.sort_key = (*job.sort_key, next(self._seq))
         heapq.heappush(self._heap, job)
         self._pump()

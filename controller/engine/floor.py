@@ -74,7 +74,8 @@ class Engine:
         self.db = db
         self.speed = speed
         self.stats = FloorStats()
-        self.counters: Counter[str] = Counter()
+        self._counters: Counter[str] = Counter()
+        self.command_counts: Counter[tuple[str, str]] = Counter()  # (device kind, outcome)
         self.orders: dict[int, Order] = {}  # active orders only; finished ones live in the database
         self.queues: dict[str, DeviceQueue] = {}
         self.stock = Stock([])
@@ -99,7 +100,7 @@ class Engine:
         for hub in self.hubs:
             for device in hub.devices():
                 self.queues[device.device_id] = DeviceQueue(
-                    device, ack_timeout_s=t.ack_s, retries=t.retries, timing=self.writer.timing,
+                    device, ack_timeout_s=t.ack_s, retries=t.retries, timing=self._timing_row,
                     on_finished=self._device_finished)
         self._started = True
         self._refresh_printers()
@@ -210,7 +211,7 @@ class Engine:
                 if sku not in skus:
                     problems[f"{prefix}lines.{j}.sku"] = f"unknown SKU {sku!r}"
         if problems:
-            self.counters["orders_rejected"] += 1
+            self._counters["orders_rejected"] += 1
             raise OrderRejected(problems)
 
     async def cancel(self, order_id: int) -> S:
@@ -278,7 +279,7 @@ class Engine:
             raise
         except Exception:
             log.exception("order %s: unexpected error", order.id)
-            self.counters["engine_errors"] += 1
+            self._counters["engine_errors"] += 1
             self._fail(order, "internal error; see the controller log")
         finally:
             if self._tasks.get(order.id) is asyncio.current_task():
@@ -383,7 +384,7 @@ class Engine:
             printer = self._device(order.printer)
             try:
                 await self._run(order, Task.LABEL, printer, "print", 0,
-                                lambda cid: printer.print_label(cid, zpl), self.site.timeouts.print_s)
+                                lambda cid, p=printer: p.print_label(cid, zpl), self.site.timeouts.print_s)
             except DeviceFailed as exc:
                 if exc.reason.startswith(("bad_zpl", "rejected")):
                     raise
@@ -420,14 +421,14 @@ class Engine:
     def _on_scan(self, scan: ScanRead) -> None:
         sorter = self._sorter_of_scan_point.get(scan.scan_point)
         if sorter is None:
-            self.counters["scans_conveyor"] += 1
+            self._counters["scans_conveyor"] += 1
             return
         if scan.barcode is None:
-            self.counters["no_reads"] += 1
+            self._counters["no_reads"] += 1
             return  # nothing to answer: the sorter recirculates the tote and scans it again
         route = self._routes.get(scan.barcode)
         if route is None:
-            self.counters["unknown_totes"] += 1
+            self._counters["unknown_totes"] += 1
             lane, order_id = sorter.exception_lane, None
         elif self._recirculations[scan.barcode] >= sorter.max_recirculations:
             lane, order_id = sorter.exception_lane, route.order_id
@@ -448,7 +449,7 @@ class Engine:
         try:
             await queue.run(job)
         except DeviceFailed as exc:
-            self.counters["divert_failures"] += 1
+            self._counters["divert_failures"] += 1
             log.info("divert %s: %s", job.command_id, exc)
 
     def _route(self, order: Order) -> Route:
@@ -470,7 +471,7 @@ class Engine:
             elif isinstance(event, Diverted):
                 if event.lane is None and event.barcode:
                     self._recirculations[event.barcode] += 1
-                    self.counters["recirculations"] += 1
+                    self._counters["recirculations"] += 1
             elif isinstance(event, DeviceStatus):
                 queue = self.queues.get(event.device_id)
                 if queue is not None:
@@ -479,7 +480,20 @@ class Engine:
                         self._refresh_printers()
         except Exception:  # an event handler must never take the adapters down
             log.exception("device event %r", event)
-            self.counters["event_errors"] += 1
+            self._counters["event_errors"] += 1
+
+    @property
+    def counters(self) -> Counter[str]:
+        """The engine's own event counts and the adapters' (bad payloads, reconnects, ...)."""
+        merged = Counter(self._counters)
+        for hub in self.hubs:
+            for name, n in getattr(hub, "counters", {}).items():
+                merged[f"{type(hub).__name__.lower().removesuffix('hub')}_{name}"] += n
+        return merged
+
+    def _timing_row(self, row: dict[str, Any]) -> None:
+        self.command_counts[(row["device_kind"], row["outcome"])] += 1
+        self.writer.timing(row)
 
     def _device_finished(self, device: Device, seconds: float) -> None:
         self.stats.record_device(device.device_id, device.kind.value, seconds, time.time())
@@ -511,13 +525,13 @@ class Engine:
     def _choose(self, kind: DeviceKind) -> str:
         queues = [q for q in self.queues.values() if q.device.kind is kind]
         usable = [q for q in queues if q.usable] or queues
-        return min(usable, key=lambda q: q.load).device.device_id
+        return min(usable, key=DeviceQueue.preference).device.device_id
 
     async def _available_printer(self) -> str:
         while True:
             usable = [q for q in self.queues.values() if q.device.kind is DeviceKind.PRINTER and q.usable]
             if usable:
-                return min(usable, key=lambda q: q.load).device.device_id
+                return min(usable, key=DeviceQueue.preference).device.device_id
             self._printer_ready.clear()
             await self._printer_ready.wait()
 
@@ -540,7 +554,7 @@ class Engine:
                                  resume_state=order.resume_state.value if order.resume_state else None,
                                  exception_at=now)
         self.stats.record_order(now - order.stamps.get("received", now), now, "exception")
-        self.counters["order_exceptions"] += 1
+        self._counters["order_exceptions"] += 1
 
     def _finish(self, order: Order) -> None:
         self.orders.pop(order.id, None)
@@ -564,7 +578,7 @@ class Engine:
         for q in self.queues.values():
             st = q.device.status
             out.append({"device_id": q.device.device_id, "kind": q.device.kind.value, "protocol": q.device.protocol,
-                        "online": st.online, "state": st.state, "fault": st.fault, "queue_length": len(q._heap),
+                        "online": st.online, "state": st.state, "fault": st.fault, "queue_length": q.queued,
                         "in_flight": q.in_flight, "in_rotation": q.in_rotation})
         return out
 

@@ -137,14 +137,6 @@ async def timings_in_chunks(db: AsyncEngine, filt: TimingFilter, *, chunk: int =
         after = (last.queued_at, last.id)
 
 
-async def command_counts(session: AsyncSession) -> list[tuple[str, str, int]]:
-    """(device_kind, outcome, commands) over every timing row: what /metrics reports."""
-    c = COMMANDS.c
-    rows = await session.execute(select(c.device_kind, c.outcome, func.count()).group_by(c.device_kind, c.outcome))
-    return [(kind, outcome, count) for kind, outcome, count in rows.all()]
-
-
-# ---- stock ------------------------------------------------------------------------------------------
 async def stock_page(session: AsyncSession, *, sku: str | None = None, limit: int = 1000,
                      offset: int = 0) -> Page[Row[Any]]:
     where = [STOCK.c.sku == sku] if sku is not None else []

@@ -82,7 +82,7 @@ async def test_orders_ship_with_a_full_consistent_timeline(floor: Floor) -> None
         assert c.outcome == "ok"
         assert c.queued_at <= c.sent_at <= c.acked_at <= c.completed_at
     per_order = {r.id: [c for c in cmds if c.order_id == r.id] for r in shipped}
-    for order_id, commands in per_order.items():
+    for commands in per_order.values():
         # two picks, transport, pack, print, induct, divert: one row each
         assert sorted(c.task for c in commands) == sorted(["pick", "pick", "convey", "pack", "label", "induct", "divert"])
     assert shipped[0].shipped_at >= shipped[0].sorted_at >= shipped[0].labelled_at >= shipped[0].received_at

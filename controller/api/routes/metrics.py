@@ -8,7 +8,6 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from controller.api.deps import EngineDep, SessionDep, SnapshotDep
 from controller.api.prometheus import FloorMetrics, Reading
 from controller.api.routes.stats import orders_by_state
-from controller.store import queries
 
 router = APIRouter(tags=["metrics"])
 
@@ -19,7 +18,7 @@ async def metrics(request: Request, session: SessionDep, engine: EngineDep, snap
     backlog, rolling stage quantiles and the process's own metrics, in Prometheus text format."""
     reading = Reading(
         orders_by_state=await orders_by_state(session),
-        commands=await queries.command_counts(session),
+        commands=[(kind, outcome, n) for (kind, outcome), n in sorted(engine.command_counts.items())],
         devices=engine.devices(),
         health=engine.health(),
         counters=dict(engine.counters),
