@@ -107,6 +107,8 @@ async def test_kill_9_and_restart_mid_run(broker: Any, db_url: str, tmp_path: Pa
         for plc in data["plcs"]:
             plc["endpoint"] = sims.endpoints[plc["id"]]
         data["timeouts"].update(pick_s=5, transport_s=5, pack_s=5, print_s=5, divert_s=5)
+        data["sorters"] = [{**s, "scan_to_divert_m": sorter.scan_to_divert_m}
+                           for s, sorter in zip(data["sorters"], site.sorters)]
         site_file = tmp_path / "site.yaml"
         site_file.write_text(yaml.safe_dump(data))
         port = free_port()
