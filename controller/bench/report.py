@@ -1,0 +1,119 @@
+"""The figures of a run, their targets, and the table a person reads."""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Figure:
+    path: str  # "mqtt.ctl_p50_ms": where the value sits in the results
+    label: str
+    unit: str
+    target: float | None = None
+    better: str = "lower"  # "lower" or "higher" is better; how the value compares to the target
+    ratio_of: str | None = None  # a value this one is a multiple of (shown as the ratio column)
+
+    def met(self, value: float | None) -> bool | None:
+        if self.target is None or value is None:
+            return None
+        compare: Callable[[float, float], bool] = operator.le if self.better == "lower" else operator.ge
+        return compare(value, self.target)
+
+    def target_text(self) -> str:
+        if self.target is None:
+            return ""
+        sign = "<=" if self.better == "lower" else ">="
+        return f"{sign} {_number(self.target)}{' ' + self.unit if self.unit != 'x' else 'x'}"
+
+
+FIGURES: tuple[Figure, ...] = (
+    Figure("mqtt.bare_p50_ms", "MQTT bare command->ack p50", "ms"),
+    Figure("mqtt.bare_p99_ms", "MQTT bare command->ack p99", "ms"),
+    Figure("mqtt.bare_per_s", "MQTT bare round trips/s (pipelined)", "/s"),
+    Figure("mqtt.ctl_p50_ms", "MQTT controller command->ack p50", "ms", ratio_of="mqtt.bare_p50_ms"),
+    Figure("mqtt.p50_ratio", "  p50 controller / bare", "x", target=1.3),
+    Figure("mqtt.ctl_p99_ms", "MQTT controller command->ack p99", "ms", ratio_of="mqtt.bare_p99_ms"),
+    Figure("mqtt.p99_ratio", "  p99 controller / bare", "x", target=1.5),
+    Figure("mqtt.ctl_per_s", "MQTT controller round trips/s (pipelined)", "/s", ratio_of="mqtt.bare_per_s"),
+    Figure("opcua.bare_p50_ms", "OPC UA bare write p50", "ms"),
+    Figure("opcua.bare_p99_ms", "OPC UA bare write p99", "ms"),
+    Figure("opcua.bare_call_p50_ms", "OPC UA bare Transport call p50", "ms"),
+    Figure("opcua.bare_call_p99_ms", "OPC UA bare Transport call p99", "ms"),
+    Figure("opcua.ctl_p50_ms", "OPC UA controller transport->ack p50", "ms", ratio_of="opcua.bare_call_p50_ms"),
+    Figure("opcua.p50_ratio", "  p50 controller / bare call", "x", target=1.3),
+    Figure("opcua.ctl_p99_ms", "OPC UA controller transport->ack p99", "ms", ratio_of="opcua.bare_call_p99_ms"),
+    Figure("opcua.p99_ratio", "  p99 controller / bare call", "x", target=1.5),
+    Figure("opcua.p50_ratio_to_write", "  p50 controller / bare write", "x"),
+    Figure("divert.held_per_s", "Divert scans/s held (p99 <= 10 ms)", "/s", target=1000, better="higher"),
+    Figure("divert.p99_ms", "Divert read->target landed p99 at {divert.at_rate}/s", "ms", target=10),
+    Figure("divert.p99_ms_with_gc_freeze", "  the same with gc.freeze() after start", "ms"),
+    Figure("surge.orders_per_s", "Surge orders/s sustained", "/s", target=200, better="higher"),
+    Figure("surge.cycle_p99_s", "  order cycle p99 at that rate", "s"),
+    Figure("writer.sqlite_rows_per_s", "Timing writer rows/s, SQLite", "/s", target=50_000, better="higher"),
+    Figure("writer.postgres_rows_per_s", "Timing writer rows/s, PostgreSQL", "/s", target=50_000, better="higher"),
+    Figure("writer.stall_p99_ms", "Event loop stall p99 while writing (SQLite)", "ms", target=2),
+    Figure("writer.stall_max_ms", "  worst stall", "ms"),
+    Figure("memory.rss_mb_before", "Controller RSS before", "MB"),
+    Figure("memory.rss_mb_after", "Controller RSS after the orders", "MB", target=250),
+    Figure("memory.growth_mb", "  growth after warm-up", "MB"),
+)
+
+
+def lookup(results: dict[str, Any], path: str) -> Any:
+    node: Any = results
+    for key in path.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every figure with a target: its value, the target and whether it was met (None: not measured)."""
+    out = {}
+    for fig in FIGURES:
+        if fig.target is not None:
+            value = lookup(results, fig.path)
+            out[fig.path] = {"value": value, "target": fig.target, "better": fig.better, "met": fig.met(value)}
+    return out
+
+
+def render(results: dict[str, Any]) -> str:
+    rows = [("figure", "value", "target", "ratio", "")]
+    for fig in FIGURES:
+        value = lookup(results, fig.path)
+        section = fig.path.split(".")[0]
+        if value is None and lookup(results, f"{section}.error") is None:
+            continue  # not part of this run (e.g. PostgreSQL skipped)
+        shown = "error" if value is None else f"{_number(value)} {fig.unit}".rstrip()
+        baseline = lookup(results, fig.ratio_of) if fig.ratio_of else None
+        ratio = f"{value / baseline:.2f}x" if isinstance(value, int | float) and baseline else ""
+        met = fig.met(value)
+        verdict = "" if met is None else ("ok" if met else "MISSED")
+        label = re.sub(r"\{([\w.]+)\}", lambda m: _number(lookup(results, m.group(1))), fig.label)
+        rows.append((label, shown, fig.target_text(), ratio, verdict))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
+             for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    for section, result in results.items():
+        if isinstance(result, dict):
+            for key in ("error", "note", "postgres_skipped", "bound"):
+                if result.get(key):
+                    lines.append(f"{section}: {key.replace('_', ' ')}: {result[key]}")
+    return "\n".join(lines)
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
