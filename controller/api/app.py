@@ -6,7 +6,9 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -38,11 +40,19 @@ def create_app(engine: EngineLike, db: AsyncEngine, *, lifespan: Lifespan | None
 
     app.add_exception_handler(OrderNotFound, _not_found)
     app.add_exception_handler(InvalidTransition, _conflict)
+    app.add_exception_handler(RequestValidationError, _invalid)
 
     for module in (orders, timings, stock, devices, stats, health, metrics, panel):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=panel.STATIC_DIR), name="static")
     return app
+
+
+async def _invalid(request: Request, exc: Exception) -> Response:
+    """FastAPI's 422, counted: bad input from a WMS is something a supervisor should see."""
+    request.app.state.engine.count("api_invalid_requests")
+    assert isinstance(exc, RequestValidationError)
+    return await request_validation_exception_handler(request, exc)
 
 
 async def _not_found(request: Request, exc: Exception) -> JSONResponse:

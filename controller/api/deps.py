@@ -23,6 +23,10 @@ class EngineLike(Protocol):
     counters: collections.Counter[str]  # bad input and other events, exported by /metrics
     command_counts: collections.Counter[tuple[str, str]]  # (device kind, outcome) since start
 
+    def count(self, event: str) -> None:
+        """Count an event (e.g. a rejected request) under `counters`."""
+        ...
+
     async def receive(self, orders: list[NewOrder]) -> list[Received]:
         """Raises OrderRejected naming each unknown SKU / carrier."""
         ...

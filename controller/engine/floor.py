@@ -482,6 +482,9 @@ class Engine:
             log.exception("device event %r", event)
             self._counters["event_errors"] += 1
 
+    def count(self, event: str) -> None:
+        self._counters[event] += 1
+
     @property
     def counters(self) -> Counter[str]:
         """The engine's own event counts and the adapters' (bad payloads, reconnects, ...)."""

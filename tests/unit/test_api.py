@@ -60,6 +60,9 @@ class FakeFloor:
         self.healthy = True
         self._next_id = 1000
 
+    def count(self, event: str) -> None:
+        self.counters[event] += 1
+
     async def receive(self, orders: list[NewOrder]) -> list[Received]:
         skus, carriers = self.site.skus(), {c.id for c in self.site.carriers}
         problems: dict[str, str] = {}
