@@ -19,6 +19,8 @@ from typing import Any
 from asyncua import Client, ua
 from asyncua.client.ua_client import UaClientState
 from asyncua.common.subscription import DataChangeEvent, OpcEvent, Subscription
+from asyncua.crypto import security_policies
+from cryptography import x509
 
 from adapters.opcua import contract, decode
 from adapters.opcua.devices import PlcDevice
@@ -32,6 +34,12 @@ log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 32  # calls per session; asyncua servers drop a connection past 500 queued requests
 FIRST_RETRY_S = 0.2
+CLIENT_URI = "urn:floorctl:controller"  # used when the client has no certificate naming another
+POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
+    "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
+    "Aes128Sha256RsaOaep": security_policies.SecurityPolicyAes128Sha256RsaOaep,
+    "Aes256Sha256RsaPss": security_policies.SecurityPolicyAes256Sha256RsaPss,
+}
 
 
 class MethodRefused(Exception):
@@ -123,11 +131,13 @@ class PlcLink:
     async def _session(self) -> bool:
         """One connection, from connect to loss. True if it got as far as being online."""
         client = Client(self.endpoint, timeout=self.plc.timeout_s)
+        client.application_uri = CLIENT_URI
         if self.plc.username:
             client.set_user(self.plc.username)
             client.set_password(self.plc.password or "")
         tasks: list[asyncio.Task[None]] = []
         try:
+            await self._secure(client)
             await asyncio.wait_for(client.connect(), self.plc.timeout_s * 2)
             namespaces = await client.get_namespace_array()
             wiring = wire(self._maps, namespaces)
@@ -153,6 +163,19 @@ class PlcLink:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self._close(client)
+
+    async def _secure(self, client: Client) -> None:
+        """The site file's security policy and mode, with the controller's certificate and key (files)."""
+        security = self.plc.security
+        if security.policy == "None":
+            return
+        assert security.certificate and security.private_key  # the site file's schema makes sure
+        # The server checks that the ApplicationUri a client announces is the one in its certificate.
+        uri = await asyncio.to_thread(_certificate_uri, security.certificate)
+        client.application_uri = uri or CLIENT_URI
+        await client.set_security(POLICIES[security.policy], security.certificate, security.private_key,
+                                  server_certificate=security.server_certificate,
+                                  mode=getattr(ua.MessageSecurityMode, security.mode))
 
     async def _check_contract(self, client: Client, wiring: Wiring) -> None:
         (value,) = await client.read_attributes([client.get_node(wiring.node(self.plc.id, "ContractVersion"))])
@@ -241,3 +264,16 @@ class PlcLink:
 
 def _good(value: ua.DataValue) -> bool:
     return value.StatusCode is None or value.StatusCode.is_good()
+
+
+def _certificate_uri(path: str) -> str | None:
+    """The application URI in a certificate's subjectAltName (DER or PEM), if any."""
+    with open(path, "rb") as file:
+        data = file.read()
+    certificate = x509.load_pem_x509_certificate(data) if data.startswith(b"-----") else x509.load_der_x509_certificate(data)
+    try:
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    uris = names.get_values_for_type(x509.UniformResourceIdentifier)
+    return uris[0] if uris else None

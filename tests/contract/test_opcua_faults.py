@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from asyncua import ua
+from asyncua.crypto.cert_gen import setup_self_signed_certificate
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from adapters.opcua import CommandRejected
+from adapters.opcua import CommandRejected, OpcUaHub
 from controller.ports import DeviceUnavailable, ScanRead
-from controller.site import Site
+from controller.site import OpcUaSecurity, Site
+from simulators.plc import PlcSimulator, endpoint_with_port
+from tests.conftest import EventLog
 
 if TYPE_CHECKING:
     from tests.contract.opcua_fixtures import OpcUaRig, OpcUaRigFactory, RawPlcClient
@@ -176,3 +181,33 @@ async def test_credentials_from_the_site_file(demo_site: Site, make_opcua_rig: O
     await intruder.start_hub_offline()
     assert not any(d.status.online for d in intruder.hub.devices())
     assert intruder.hub.counters["connect_failed"] >= 1
+
+
+async def test_a_secured_plc_is_reached_with_the_site_files_policy_and_certificates(
+        demo_site: Site, tmp_path: Path, events: EventLog) -> None:
+    files: dict[str, tuple[str, str]] = {}
+    for who, uri, use in [("plc", "urn:floorctl:sim:plc-1", ExtendedKeyUsageOID.SERVER_AUTH),
+                          ("controller", "urn:example:wcs", ExtendedKeyUsageOID.CLIENT_AUTH)]:
+        key, cert = tmp_path / f"{who}.pem", tmp_path / f"{who}.der"
+        await setup_self_signed_certificate(key, cert, uri, "127.0.0.1", [use], {"commonName": who})
+        files[who] = (str(cert), str(key))
+    security = OpcUaSecurity(policy="Basic256Sha256", mode="SignAndEncrypt", certificate=files["controller"][0],
+                             private_key=files["controller"][1], server_certificate=files["plc"][0])
+    site = demo_site.model_copy(update={"plcs": [demo_site.plcs[0].model_copy(update={"security": security})]})
+    async with PlcSimulator(site, "plc-1", speed=50, endpoint=endpoint_with_port(site.plcs[0].endpoint, 0),
+                            certificate=files["plc"][0], private_key=files["plc"][1]) as sim:
+        hub = OpcUaHub(site, endpoints={"plc-1": sim.endpoint})
+        await hub.start(events)
+        try:
+            assert all(d.status.online for d in hub.devices()), hub.counters
+            ticket = await hub.conveyor("loop-1").transport("t-sec", "TOTE-S", "PS-1")
+            assert (await asyncio.wait_for(ticket.done, 5)).ok
+        finally:
+            await hub.stop()
+        plain = OpcUaHub(demo_site, endpoints={"plc-1": sim.endpoint})  # no security: refused
+        await plain.start(events)
+        try:
+            assert not any(d.status.online for d in plain.devices())
+            assert plain.counters["connect_failed"] >= 1
+        finally:
+            await plain.stop()
