@@ -58,7 +58,6 @@ class PlcLink:
     def __init__(self, plc: Plc, endpoint: str, maps: Sequence[NodeMap], counters: Counter[str]) -> None:
         self.plc = plc
         self.endpoint = endpoint
-        self._plc_map = maps[0]
         self._maps = list(maps)
         self._counters = counters
         self.devices: dict[str, PlcDevice] = {}
