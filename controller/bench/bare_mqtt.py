@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -27,6 +27,7 @@ from controller.bench.measure import Latencies
 from controller.site import Site, load_site, parse_broker_url
 
 QOS = 1
+BARE_ROOT = "bench/bare"  # the bare commander's topics, so the controller's hub never hears its traffic
 READ_TIMEOUT_S = 5.0  # a command unanswered this long is counted lost
 
 
@@ -36,7 +37,8 @@ def nodelay_client(client_id: str, on_message: Callable[[paho.Client, Any, paho.
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
     client.max_inflight_messages_set(0)
     client.max_queued_messages_set(0)
-    client.on_socket_open = lambda _c, _u, sock: sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    client.on_socket_open = lambda _c, _u, sock: cast(socket.socket, sock).setsockopt(
+        socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     client.on_message = on_message
     return client
 
@@ -63,13 +65,15 @@ def mqtt_devices(site: Site) -> list[tuple[str, str]]:
 
 # ---------------------------------------------------------------------------------- the echoing device
 class EchoDevice:
-    """Every MQTT device of a site at once, answering each command at once with ack + done."""
+    """Every MQTT device of a site at once, under the site's topic root and under BARE_ROOT,
+    answering each command at once with ack + done."""
 
     MEMORY = 100_000  # answered command ids kept for dedupe
 
     def __init__(self, site: Site, url: str) -> None:
         self.url = url
         self.topics = Topics(site.broker.topic_root)
+        self.roots = (self.topics, Topics(BARE_ROOT))
         self.devices = mqtt_devices(site)
         self.headers = Headers("bench-echo")
         self.answered: OrderedDict[str, tuple[bytes, bytes]] = OrderedDict()
@@ -77,7 +81,7 @@ class EchoDevice:
         self.malformed = 0
 
     def run(self) -> None:
-        connect_and_subscribe(self.client, self.url, [self.topics.all_devices(Channel.CMD)])
+        connect_and_subscribe(self.client, self.url, [t.all_devices(Channel.CMD) for t in self.roots])
         for kind, device_id in self.devices:
             topic = self.topics.device(kind, device_id, Channel.STATE)
             self.client.publish(topic, encode({"header": self.headers.next(topic), "connection": Connection.ONLINE,
@@ -86,7 +90,7 @@ class EchoDevice:
         self.client.loop_forever()
 
     def _on_command(self, client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
-        parsed = self.topics.parse(message.topic)
+        parsed = next(filter(None, (t.parse(message.topic) for t in self.roots)), None)
         try:
             command_id = json.loads(message.payload)["command_id"]
             if parsed is None or parsed[0] not in MQTT_KINDS or type(command_id) is not str:
@@ -94,11 +98,10 @@ class EchoDevice:
         except (ValueError, KeyError, TypeError):
             self.malformed += 1  # counted, never fatal: the echo must outlive a bad payload
             return
+        base = message.topic.rsplit("/", 1)[0]
+        ack_topic, done_topic = f"{base}/{Channel.ACK}", f"{base}/{Channel.DONE}"
         answers = self.answered.get(command_id)
         if answers is None:  # first time: "execute" (nothing to do) and remember the answers
-            kind, device_id, _ = parsed
-            ack_topic = self.topics.device(kind, device_id, Channel.ACK)
-            done_topic = self.topics.device(kind, device_id, Channel.DONE)
             answers = (encode({"header": self.headers.next(ack_topic), "command_id": command_id,
                                "status": "accepted"}),
                        encode({"header": self.headers.next(done_topic), "command_id": command_id,
@@ -106,9 +109,8 @@ class EchoDevice:
             self.answered[command_id] = answers
             if len(self.answered) > self.MEMORY:
                 self.answered.popitem(last=False)
-        base = message.topic.rsplit("/", 1)[0]
-        client.publish(f"{base}/{Channel.ACK}", answers[0], QOS)
-        client.publish(f"{base}/{Channel.DONE}", answers[1], QOS)
+        client.publish(ack_topic, answers[0], QOS)
+        client.publish(done_topic, answers[1], QOS)
 
 
 # ---------------------------------------------------------------------------------- the bare commander
@@ -118,7 +120,7 @@ class BareCommander:
     def __init__(self, site: Site, url: str, run: str) -> None:
         self.url = url
         self.run = run
-        self.topics = Topics(site.broker.topic_root)
+        self.topics = Topics(BARE_ROOT)
         self.devices = mqtt_devices(site)
         self._acked: dict[str, float] = {}
         self._done: set[str] = set()

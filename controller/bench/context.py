@@ -27,6 +27,7 @@ class Profile:
     warmup: int  # round trips thrown away before measuring
     round_trips: int  # per measured series
     window: int  # commands in flight when pipelined
+    rounds: int  # bare and controller series alternate this many times, so both see the same machine
     divert_rates: tuple[int, ...]
     divert_seconds: float
     surge_rates: tuple[int, ...]
@@ -41,14 +42,14 @@ class Profile:
 
 
 PROFILES = {
-    "full": Profile("full", warmup=500, round_trips=10_000, window=32, divert_rates=(300, 1000, 2000),
+    "full": Profile("full", warmup=500, round_trips=10_000, window=32, rounds=5, divert_rates=(300, 1000, 2000),
                     divert_seconds=10.0, surge_rates=(50, 100, 200, 400), surge_seconds=20.0,
                     writer_seconds=10.0, memory_orders=100_000),
-    "quick": Profile("quick", warmup=200, round_trips=2_000, window=32, divert_rates=(300, 1000, 2000),
+    "quick": Profile("quick", warmup=200, round_trips=2_000, window=32, rounds=2, divert_rates=(300, 1000, 2000),
                      divert_seconds=3.0, surge_rates=(50, 100, 200, 400), surge_seconds=4.0,
                      writer_seconds=3.0, memory_orders=10_000),
     # For the smoke test: every code path, a few seconds in all; the figures mean nothing.
-    "tiny": Profile("tiny", warmup=10, round_trips=50, window=4, divert_rates=(100,), divert_seconds=0.5,
+    "tiny": Profile("tiny", warmup=10, round_trips=50, window=4, rounds=1, divert_rates=(100,), divert_seconds=0.5,
                     surge_rates=(20,), surge_seconds=1.0, writer_seconds=0.5, memory_orders=300,
                     divert_gc_probe=False),
 }

@@ -29,6 +29,12 @@ class Latencies:
     def add(self, seconds: float) -> None:
         self.samples.append(seconds)
 
+    def extend(self, other: Latencies) -> None:
+        """Another round of the same series."""
+        self.samples += other.samples
+        self.elapsed_s += other.elapsed_s
+        self.lost += other.lost
+
     def ms(self, q: float) -> float | None:
         if not self.samples:
             return None

@@ -14,16 +14,20 @@ import json
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psutil
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from controller.bench.context import CONFIG, BenchContext
 from controller.bench.processes import helper
+from controller.bench.retention import retained_by_adapters
 from controller.demo import OrderGenerator
 from controller.engine.floor import Engine
+from controller.ports import DeviceHub, DeviceKind
 from controller.site import load_site
 from controller.store.db import create_schema, make_engine
 from controller.store.tables import DeviceCommandRow, OrderRow
@@ -39,8 +43,10 @@ def _rss_mb() -> float:
     return round(psutil.Process().memory_info().rss / 2**20, 1)
 
 
-def _forget_finished(hub: Any) -> None:
+def _forget_finished(hub: Any, sent: Counter[str]) -> None:
     for device in hub.devices():
+        # Each induct is answered by one divert, which the fake does not log: count it twice.
+        sent[device.device_id] += len(device.received) * (2 if device.kind is DeviceKind.SORTER else 1)
         device.received.clear()
         device.tickets = {cid: t for cid, t in device.tickets.items() if not t.done.done()}
         for cid in [cid for cid in device.executed if cid not in device.tickets]:
@@ -57,9 +63,10 @@ async def drive(total: int, directory: Path) -> dict[str, Any]:
     writer = StoreWriter(url)
     await writer.start()
     hub = FakeHub(site, delay_s=0.0005)
-    engine = Engine(site, [hub], writer, db)
+    engine = Engine(site, [cast(DeviceHub, hub)], writer, db)
     await engine.start()
     samples = [(0, _rss_mb())]
+    sent: Counter[str] = Counter()
     warmup = max(BATCH, total // 20)
     orders = OrderGenerator(site, "mem", seed=3)
     started = time.perf_counter()
@@ -69,7 +76,7 @@ async def drive(total: int, directory: Path) -> dict[str, Any]:
             await asyncio.sleep(0.005)
         await engine.receive([orders.next() for _ in range(min(BATCH, total - orders.count))])
         if orders.count % 1000 < BATCH:
-            _forget_finished(hub)
+            _forget_finished(hub, sent)
         if orders.count >= warmup and len(samples) == 1:
             samples.append((orders.count, _rss_mb()))
         if orders.count >= next_check:
@@ -78,11 +85,12 @@ async def drive(total: int, directory: Path) -> dict[str, Any]:
     while engine.orders:
         await asyncio.sleep(0.01)
     elapsed = time.perf_counter() - started
-    _forget_finished(hub)
+    _forget_finished(hub, sent)
     await writer.flush()
     after = _rss_mb()
+    adapters = retained_by_adapters(site, sent)
     async with db.connect() as conn:
-        shipped = (await conn.execute(select(func.count()).where(OrderRow.state == "shipped"))).scalar()
+        shipped = (await conn.execute(select(func.count()).where(col(OrderRow.state) == "shipped"))).scalar()
         rows = (await conn.execute(select(func.count()).select_from(DeviceCommandRow))).scalar()
     await engine.stop()
     await writer.close()
@@ -91,7 +99,9 @@ async def drive(total: int, directory: Path) -> dict[str, Any]:
             "rss_mb_before": samples[0][1], "rss_mb_after_warmup": samples[1][1], "warmup_orders": samples[1][0],
             "rss_mb_after": after, "growth_mb": round(after - samples[1][1], 1),
             "rss_mb_peak": max(mb for _, mb in [*samples, (total, after)]), "samples": samples,
-            "engine_counters": dict(engine.counters)}
+            "engine_counters": dict(engine.counters), "commands": sum(sent.values()),
+            "adapter_memory": adapters,
+            "rss_mb_after_with_adapter_memory": round(after + adapters["rss_mb"], 1)}
 
 
 async def run(ctx: BenchContext) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from asyncua import Server, ua
+from asyncua import ua
 
 from controller.bench.gc_pauses import GcPauses
 from controller.site import load_site
@@ -32,9 +32,10 @@ ECHO_NODE = "Bench.Echo"
 
 async def add_echo_variable(sim: PlcSimulator) -> None:
     # PlcSimulator has no public handle on its server; the bare write needs a writable node on it.
-    server: Server = sim._server
+    server = sim._server
+    assert server is not None, "start the simulator first"
     namespace = await server.get_namespace_index(f"urn:floorctl:plc:{sim.plc.id}")
-    node = await server.nodes.objects.add_variable(ua.NodeId(ECHO_NODE, namespace), ECHO_NODE, 0.0)
+    node = await server.nodes.objects.add_variable(ua.NodeId(ua.String(ECHO_NODE), ua.Int16(namespace)), ECHO_NODE, 0.0)
     await node.set_writable()
 
 

@@ -49,6 +49,8 @@ FIGURES: tuple[Figure, ...] = (
     Figure("opcua.ctl_p99_ms", "OPC UA controller transport->ack p99", "ms", ratio_of="opcua.bare_call_p99_ms"),
     Figure("opcua.p99_ratio", "  p99 controller / bare call", "x", target=1.5),
     Figure("opcua.p50_ratio_to_write", "  p50 controller / bare write", "x"),
+    Figure("opcua.bare_events_p99_ms", "OPC UA bare call p99, subscribed to the same events", "ms"),
+    Figure("opcua.p99_ratio_to_events", "  p99 controller / that", "x"),
     Figure("divert.held_per_s", "Divert scans/s held (p99 <= 10 ms)", "/s", target=1000, better="higher"),
     Figure("divert.p99_ms", "Divert read->target landed p99 at {divert.at_rate}/s", "ms", target=10),
     Figure("divert.p99_ms_with_gc_freeze", "  the same with gc.freeze() after start", "ms"),
@@ -58,9 +60,14 @@ FIGURES: tuple[Figure, ...] = (
     Figure("writer.postgres_rows_per_s", "Timing writer rows/s, PostgreSQL", "/s", target=50_000, better="higher"),
     Figure("writer.stall_p99_ms", "Event loop stall p99 while writing (SQLite)", "ms", target=2),
     Figure("writer.stall_max_ms", "  worst stall", "ms"),
+    Figure("writer.stall_p99_ms_without_writer", "  p99 with rows dropped instead (control)", "ms"),
     Figure("memory.rss_mb_before", "Controller RSS before", "MB"),
     Figure("memory.rss_mb_after", "Controller RSS after the orders", "MB", target=250),
     Figure("memory.growth_mb", "  growth after warm-up", "MB"),
+    Figure("memory.adapter_memory.rss_mb", "  finished tickets the real adapters keep", "MB"),
+    Figure("memory.rss_mb_after_with_adapter_memory", "Controller RSS after, with the adapters' tickets", "MB",
+           target=250),
+    Figure("memory.adapter_memory.full_gc_ms_after", "  a full GC pause then", "ms"),
 )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from controller.bench.context import BenchContext
 from controller.bench.gc_pauses import GcPauses
@@ -86,26 +87,27 @@ async def _recorded(controller: Controller, ids: list[int]) -> dict[str, Any]:
     shipped: list[Any] = []
     reasons: Counter[str] = Counter()
     lines: dict[int, int] = {}
-    rows: dict[tuple[int, str], int] = {}
+    rows: dict[tuple[int, str], int] = {}  # (order, task) -> timing rows
     async with controller.db.connect() as conn:
         for i in range(0, len(ids), 1000):
             part = ids[i:i + 1000]
-            found = (await conn.execute(select(OrderRow.id, OrderRow.received_at, OrderRow.shipped_at)
-                                        .where(OrderRow.id.in_(part), OrderRow.state == "shipped"))).all()
+            found = (await conn.execute(select(col(OrderRow.id), col(OrderRow.received_at), col(OrderRow.shipped_at))
+                                        .where(col(OrderRow.id).in_(part), col(OrderRow.state) == "shipped"))).all()
             shipped += found
-            for (reason,) in (await conn.execute(select(OrderRow.reason).where(
-                    OrderRow.id.in_(part), OrderRow.state == "exception"))).all():
+            for (reason,) in (await conn.execute(select(col(OrderRow.reason)).where(
+                    col(OrderRow.id).in_(part), col(OrderRow.state) == "exception"))).all():
                 reasons[reason or "unknown"] += 1
             done = [r.id for r in found]
             for order_id, count in (await conn.execute(
-                    select(OrderLineRow.order_id, func.count()).where(OrderLineRow.order_id.in_(done))
-                    .group_by(OrderLineRow.order_id))).all():
+                    select(col(OrderLineRow.order_id), func.count()).where(col(OrderLineRow.order_id).in_(done))
+                    .group_by(col(OrderLineRow.order_id)))).all():
                 lines[order_id] = count
-            for order_id, task, count in (await conn.execute(
-                    select(DeviceCommandRow.order_id, DeviceCommandRow.task, func.count())
-                    .where(DeviceCommandRow.order_id.in_(done), DeviceCommandRow.outcome == "ok")
-                    .group_by(DeviceCommandRow.order_id, DeviceCommandRow.task))).all():
-                rows[(order_id, task)] = count
+            for command_order, task, count in (await conn.execute(
+                    select(col(DeviceCommandRow.order_id), col(DeviceCommandRow.task), func.count())
+                    .where(col(DeviceCommandRow.order_id).in_(done), col(DeviceCommandRow.outcome) == "ok")
+                    .group_by(col(DeviceCommandRow.order_id), col(DeviceCommandRow.task)))).all():
+                if command_order is not None:
+                    rows[(command_order, task)] = count
     missing = 0
     for order in shipped:
         missing += max(0, lines.get(order.id, 0) - rows.get((order.id, Task.PICK.value), 0))

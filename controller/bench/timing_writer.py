@@ -36,23 +36,53 @@ def _row(run: str, n: int, now: float) -> dict[str, Any]:
             "reason": None, "retries": 0}
 
 
+class DroppedRows:
+    """The control: rows are made and handed over exactly as to the writer, then thrown away. The
+    loop's stalls measured with it are the machine's and the producer's own, not the writer's."""
+
+    def __init__(self) -> None:
+        self.kept: dict[str, dict[str, Any]] = {}
+
+    def timing(self, row: dict[str, Any]) -> None:
+        self.kept[row["command_id"]] = row
+
+    @property
+    def backlog(self) -> int:
+        if len(self.kept) >= HIGH_WATER:
+            self.kept = {}
+        return len(self.kept)
+
+
+async def _put_rows(sink: StoreWriter | DroppedRows, run: str, seconds: float) -> tuple[int, float]:
+    """Rows as fast as the loop makes them, waiting while the backlog is at the high-water mark."""
+    put = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        if sink.backlog >= HIGH_WATER:
+            await asyncio.sleep(0.001)
+            continue
+        now = time.time()
+        for _ in range(PUT_CHUNK):
+            sink.timing(_row(run, put, now))
+            put += 1
+        await asyncio.sleep(0)
+    return put, time.perf_counter() - started
+
+
+async def loop_noise(run: str, seconds: float) -> dict[str, Any]:
+    async with LoopLag() as lag:
+        await _put_rows(DroppedRows(), run, seconds)
+    stalls = lag.lags.summary()
+    return {"stall_p50_ms": stalls["p50_ms"], "stall_p99_ms": stalls["p99_ms"], "stall_max_ms": stalls["max_ms"]}
+
+
 async def measure(url: str, run: str, seconds: float) -> dict[str, Any]:
     writer = StoreWriter(url)
     await writer.start()
-    put = 0
     try:
         async with LoopLag() as lag:
             started = time.perf_counter()
-            while time.perf_counter() - started < seconds:
-                if writer.backlog >= HIGH_WATER:
-                    await asyncio.sleep(0.001)
-                    continue
-                now = time.time()
-                for _ in range(PUT_CHUNK):
-                    writer.timing(_row(run, put, now))
-                    put += 1
-                await asyncio.sleep(0)
-            put_s = time.perf_counter() - started
+            put, put_s = await _put_rows(writer, run, seconds)
             await writer.flush()
             total_s = time.perf_counter() - started
     finally:
@@ -103,8 +133,12 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
     sqlite_url = f"sqlite+aiosqlite:///{ctx.scratch / 'writer.db'}"
     await asyncio.to_thread(_create_tables, sqlite_url)
     sqlite = await measure(sqlite_url, ctx.run_id, seconds)
+    ctx.progress("the loop without a writer")
+    control = await loop_noise(ctx.run_id, min(seconds, 3.0))
     result: dict[str, Any] = {"sqlite_rows_per_s": sqlite["rows_per_s"], "stall_p99_ms": sqlite["stall_p99_ms"],
-                              "stall_max_ms": sqlite["stall_max_ms"], "sqlite": sqlite}
+                              "stall_max_ms": sqlite["stall_max_ms"],
+                              "stall_p99_ms_without_writer": control["stall_p99_ms"], "sqlite": sqlite,
+                              "without_writer": control}
     url = ctx.database_url or os.environ.get("FLOORCTL_DATABASE_URL") or DEFAULT_POSTGRES
     if not url.startswith("postgres"):
         result["postgres_skipped"] = f"not a PostgreSQL URL: {make_url(url).drivername}"
