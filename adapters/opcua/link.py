@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 MAX_IN_FLIGHT = 32  # calls per session; asyncua servers drop a connection past 500 queued requests
 FIRST_RETRY_S = 0.2
 CLIENT_URI = "urn:floorctl:controller"  # used when the client has no certificate naming another
+SESSION_TIMEOUT_MS = 60_000  # a session is never resumed (every reconnect makes a new one): keep it short
+KEEPALIVE_MS = 5_000  # an idle subscription still hears from the server this often
 POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
     "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
     "Aes128Sha256RsaOaep": security_policies.SecurityPolicyAes128Sha256RsaOaep,
@@ -131,6 +133,7 @@ class PlcLink:
         """One connection, from connect to loss. True if it got as far as being online."""
         client = Client(self.endpoint, timeout=self.plc.timeout_s)
         client.application_uri = CLIENT_URI
+        client.session_timeout = SESSION_TIMEOUT_MS
         if self.plc.username:
             client.set_user(self.plc.username)
             client.set_password(self.plc.password or "")
@@ -187,12 +190,25 @@ class PlcLink:
 
     async def _subscribe(self, client: Client, wiring: Wiring) -> Subscription:
         # Iterator mode with an unbounded queue: nothing the server sent is ever dropped on our side.
-        subscription = await client.create_subscription(self.plc.publishing_interval_ms, None, queue_maxsize=0)
+        subscription = await client.create_subscription(self._subscription_parameters(), None, queue_maxsize=0)
         for source in wiring.sources:
             await subscription.subscribe_events(client.get_node(source), evfilter=wiring.event_filter,
                                                 queuesize=EVENT_QUEUE)
         await subscription.subscribe_data_change([client.get_node(n) for n in wiring.variables], queuesize=VALUE_QUEUE)
         return subscription
+
+    def _subscription_parameters(self) -> ua.CreateSubscriptionParameters:
+        # Not below 1 ms: an asyncua server takes 0 as "publish at once" and then sends no keep-alives,
+        # which an asyncua client takes for a dead subscription and re-creates, losing what was queued.
+        interval = max(1.0, self.plc.publishing_interval_ms)
+        keepalive = max(1, round(KEEPALIVE_MS / interval))
+        params = ua.CreateSubscriptionParameters()
+        params.RequestedPublishingInterval = interval
+        params.RequestedMaxKeepAliveCount = ua.UInt32(keepalive)
+        params.RequestedLifetimeCount = ua.UInt32(3 * keepalive)  # the minimum the standard allows
+        params.MaxNotificationsPerPublish = ua.UInt32(0)  # no limit: a busy sorter needs them all
+        params.PublishingEnabled = True
+        return params
 
     async def _read_state(self, client: Client, wiring: Wiring) -> None:
         nodes = list(wiring.variables)

@@ -220,8 +220,8 @@ class PlcSimulator:
         server.set_endpoint(self.endpoint)
         server.set_server_name(f"floorctl PLC simulator {self.plc.id}")
         await self._secure(server)
-        if self.plc.username:
-            server.set_identity_tokens([ua.UserNameIdentityToken])
+        # Anonymous unless the site file gives the PLC an account, then that account only.
+        server.set_identity_tokens([ua.UserNameIdentityToken if self.plc.username else ua.AnonymousIdentityToken])
         await server.set_application_uri(f"urn:floorctl:sim:{self.plc.id}")
         await self._build(server)
         await server.start()
