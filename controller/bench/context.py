@@ -46,8 +46,8 @@ PROFILES = {
                     divert_seconds=10.0, surge_rates=(50, 100, 200, 400), surge_seconds=20.0,
                     writer_seconds=10.0, memory_orders=100_000),
     "quick": Profile("quick", warmup=200, round_trips=2_000, window=32, rounds=2, divert_rates=(300, 1000, 2000),
-                     divert_seconds=3.0, surge_rates=(50, 100, 200, 400), surge_seconds=4.0,
-                     writer_seconds=3.0, memory_orders=10_000),
+                     divert_seconds=2.0, surge_rates=(50, 100, 200, 400), surge_seconds=3.0,
+                     writer_seconds=2.0, memory_orders=5_000),
     # For the smoke test: every code path, a few seconds in all; the figures mean nothing.
     "tiny": Profile("tiny", warmup=10, round_trips=50, window=4, rounds=1, divert_rates=(100,), divert_seconds=0.5,
                     surge_rates=(20,), surge_seconds=1.0, writer_seconds=0.5, memory_orders=300,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import json
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -19,6 +20,7 @@ from controller.bench.gc_pauses import GcPauses
 from controller.bench.measure import CpuMeter, Latencies, LoopLag
 from controller.bench.processes import Helper, helper
 from controller.engine.floor import Engine, Route
+from controller.ports import ScanRead
 from controller.store.db import create_schema, make_engine
 
 SORTER = "sorter-1"
@@ -27,12 +29,26 @@ BUDGET_P99_MS = 10.0
 MISSED_ALLOWED = 0.001  # a rate holds when at most this share of scans got no target in time
 
 
+class ScanArrivals:
+    """When the engine got each scan: wraps Engine._on_scan, the engine's own handler, unchanged."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.at: dict[str, float] = {}
+        self._handle = engine._on_scan
+        engine._on_scan = self  # type: ignore[method-assign]
+
+    def __call__(self, scan: ScanRead) -> None:
+        self.at[scan.scan_id] = time.time()
+        self._handle(scan)
+
+
 def _held(step: dict[str, Any]) -> bool:
     return (step["p99_ms"] is not None and step["p99_ms"] <= BUDGET_P99_MS
             and step["missed"] <= MISSED_ALLOWED * step["offered"])
 
 
-async def _step(ctx: BenchContext, engine: Engine, plc: Helper, rate: int, tag: str = "") -> dict[str, Any]:
+async def _step(ctx: BenchContext, engine: Engine, arrivals: ScanArrivals, plc: Helper, rate: int,
+                tag: str = "") -> dict[str, Any]:
     prefix = f"D{ctx.run_id}r{rate}{tag}"
     seconds = ctx.profile.divert_seconds
     totes = [f"{prefix}-{n}" for n in range(int(rate * seconds))]
@@ -47,14 +63,22 @@ async def _step(ctx: BenchContext, engine: Engine, plc: Helper, rate: int, tag: 
     for tote in totes:
         engine._routes.pop(tote, None)
     latencies = Latencies(elapsed_s=answer["offered_s"])
-    for read_at, landed_at in answer["scans"]:
+    delivery, decision = Latencies(), Latencies()
+    for scan_id, read_at, landed_at in answer["scans"]:
         if landed_at is not None:
             latencies.add(landed_at - read_at)
+        seen_at = arrivals.at.pop(scan_id, None)
+        if seen_at is not None:
+            delivery.add(seen_at - read_at)
+            if landed_at is not None:
+                decision.add(landed_at - seen_at)
     summary = latencies.summary()
     missed = answer["offered"] - summary["n"]
     step = {"offered_per_s": rate, "offered": answer["offered"], "answered": summary["n"], "missed": missed,
             "p50_ms": summary["p50_ms"], "p99_ms": summary["p99_ms"], "max_ms": summary["max_ms"],
             "answered_per_s": summary["per_s"], "budget_ms": answer["budget_ms"],
+            "scan_delivery_p50_ms": delivery.ms(50), "scan_delivery_p99_ms": delivery.ms(99),
+            "decision_p50_ms": decision.ms(50), "decision_p99_ms": decision.ms(99),
             "loop_lag_p99_ms": lag.lags.ms(99), "loop_lag_max_ms": lag.lags.summary()["max_ms"],
             "controller_gc": pauses.summary(), "cpu_percent": {s.name: s.percent for s in shares}}
     step["held"] = _held(step)
@@ -84,15 +108,16 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
             endpoints = json.loads(plc.ready_line.removeprefix("ready "))
             hub = OpcUaHub(ctx.peak, endpoints=endpoints)
             engine = Engine(ctx.peak, [hub], writer, db, speed=1.0)
+            arrivals = ScanArrivals(engine)
             await engine.start()
             try:
                 for rate in ctx.profile.divert_rates:
                     ctx.progress(f"{rate} scans/s")
-                    steps.append(await _step(ctx, engine, plc, rate))
+                    steps.append(await _step(ctx, engine, arrivals, plc, rate))
                 frozen: dict[str, Any] = {}
                 if ctx.profile.divert_gc_probe:
                     ctx.progress(f"{probe_rate} scans/s with gc.freeze()")
-                    frozen = await _with_frozen_heap(_step(ctx, engine, plc, probe_rate, "f"))
+                    frozen = await _with_frozen_heap(_step(ctx, engine, arrivals, plc, probe_rate, "f"))
                 await writer.flush()
                 counters = {**engine.counters, **hub.counters}
             finally:
@@ -103,6 +128,7 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
     held = [s["offered_per_s"] for s in steps if s["held"]]
     at_1000 = next(s for s in steps if s["offered_per_s"] == probe_rate)
     return {"held_per_s": max(held) if held else 0, "p99_ms": at_1000["p99_ms"], "p50_ms": at_1000["p50_ms"],
+            "scan_delivery_p50_ms": at_1000["scan_delivery_p50_ms"], "decision_p50_ms": at_1000["decision_p50_ms"],
             "max_ms": at_1000["max_ms"], "at_rate": at_1000["offered_per_s"], "steps": steps,
             "p99_ms_with_gc_freeze": frozen.get("p99_ms"), "with_gc_freeze": frozen,
             "timing_rows_written": writer.stats.timing_rows, "counters": counters,

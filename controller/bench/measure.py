@@ -7,6 +7,7 @@ sample (no reservoir): a p99 over 20,000 samples is the 200th-worst one, which i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -96,11 +97,15 @@ class CpuMeter:
     """CPU used between `start()` and `stop()` by whole processes and by this process's threads.
 
     Threads are named by their Python name where Python knows them (the loop is `MainThread`, the
-    store writer `floorctl-writer_0`); the rest keep their native id.
+    store writer `floorctl-writer_0`); the rest keep their native id. `programs` are counted by
+    executable name over all their processes, including those that start meanwhile (a database
+    server forks a backend per connection).
     """
 
-    def __init__(self, processes: dict[str, int] | None = None) -> None:
+    def __init__(self, processes: dict[str, int] | None = None, programs: dict[str, str] | None = None) -> None:
         self._procs = {name: psutil.Process(pid) for name, pid in (processes or {}).items()}
+        self._programs = programs or {}
+        self._program0: dict[str, dict[int, float]] = {}
         self._own = psutil.Process(os.getpid())
         self._t0 = 0.0
         self._proc0: dict[str, float] = {}
@@ -123,7 +128,16 @@ class CpuMeter:
         times = psutil.cpu_times()
         return sum(getattr(times, part, 0.0) for part in ("user", "nice", "system", "irq", "softirq"))
 
+    def _program(self, executable: str) -> dict[int, float]:
+        busy = {}
+        for proc in psutil.process_iter(["name"]):
+            with contextlib.suppress(psutil.Error):
+                if proc.info["name"] == executable:
+                    busy[proc.pid] = self._busy(proc)
+        return busy
+
     def start(self) -> None:
+        self._program0 = {name: self._program(exe) for name, exe in self._programs.items()}
         self._t0 = time.perf_counter()
         self._machine0 = self._machine_busy()
         self._proc0 = {name: self._busy(p) for name, p in self._procs.items() if p.is_running()}
@@ -139,6 +153,10 @@ class CpuMeter:
                 shares.append(CpuShare(name, round(100 * (self._busy(proc) - before) / wall, 1)))
             except psutil.Error:
                 continue
+        for name, exe in self._programs.items():
+            before = self._program0.get(name, {})
+            used = sum(busy - before.get(pid, 0.0) for pid, busy in self._program(exe).items())
+            shares.append(CpuShare(name, round(100 * used / wall, 1)))
         ours = sum(s.percent for s in shares)
         machine = 100 * (self._machine_busy() - self._machine0) / wall
         # Whatever else ran on the machine meanwhile competed for the same cores: a noisy neighbour.

@@ -4,8 +4,8 @@ benchmarks: `python -m controller.bench.plc_host SITE SPEED`.
 On start it prints `ready {"plc-1": "opc.tcp://...", ...}`. Then one JSON answer line per request line:
   induct SORTER RATE SECONDS PREFIX   totes PREFIX-0, PREFIX-1, ... put on the sorter at RATE per second;
                                       answers once every tote has passed the divert, with each scan's
-                                      read time and the time its divert target landed (the sorter's
-                                      ScanTiming test hook; null when no target landed in time)
+                                      id, read time and the time its divert target landed (the
+                                      sorter's ScanTiming hook; null when no target landed in time)
 A writable Double `Bench.Echo` (in the PLC's own namespace) is added to every PLC for the bare write.
 """
 
@@ -63,7 +63,7 @@ async def induct(sims: dict[str, PlcSimulator], sorter_id: str, rate: float, sec
     scans = sorter.scans[first:]
     del sorter.scans[:]  # the hook keeps every scan; a long run would otherwise grow without end
     return {"offered": total, "offered_s": round(offered_s, 3), "budget_ms": round(divert_s * 1000, 1),
-        "scans": [[s.read_at, s.target_landed_at] for s in scans]}
+        "scans": [[s.scan_id, s.read_at, s.target_landed_at] for s in scans]}
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
 from controller.bench.context import BenchContext
-from controller.bench.measure import LoopLag
+from controller.bench.measure import CpuMeter, LoopLag
 from controller.store import tables  # noqa: F401  (registers the tables)
 from controller.store.db import normalise_url
 from controller.store.writer import StoreWriter, sync_url
@@ -76,19 +76,24 @@ async def loop_noise(run: str, seconds: float) -> dict[str, Any]:
     return {"stall_p50_ms": stalls["p50_ms"], "stall_p99_ms": stalls["p99_ms"], "stall_max_ms": stalls["max_ms"]}
 
 
-async def measure(url: str, run: str, seconds: float) -> dict[str, Any]:
+async def measure(url: str, run: str, seconds: float, *, server: str | None = None) -> dict[str, Any]:
+    """`server`: the database server's executable name, to count its CPU too."""
     writer = StoreWriter(url)
     await writer.start()
+    cpu = CpuMeter(programs={"database server": server} if server else None)
+    cpu.start()
     try:
         async with LoopLag() as lag:
             started = time.perf_counter()
             put, put_s = await _put_rows(writer, run, seconds)
             await writer.flush()
             total_s = time.perf_counter() - started
+        # Before closing: the writer's thread and the database's backend are gone afterwards.
+        shares = {s.name: s.percent for s in cpu.stop() if s.name != "controller (all threads)"}
     finally:
         await writer.close()
     stalls = lag.lags.summary()
-    return {"rows": writer.stats.timing_rows, "rows_put": put, "rows_per_s": round(writer.stats.timing_rows / total_s),
+    return {"cpu_percent": shares, "rows": writer.stats.timing_rows, "rows_put": put, "rows_per_s": round(writer.stats.timing_rows / total_s),
             "put_per_s": round(put / put_s), "seconds": round(total_s, 2), "batches": writer.stats.batches,
             "max_batch_ms": round(writer.stats.max_batch_ms, 1), "stall_p50_ms": stalls["p50_ms"],
             "stall_p99_ms": stalls["p99_ms"], "stall_max_ms": stalls["max_ms"], "errors": writer.stats.errors}
@@ -146,7 +151,7 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
     ctx.progress("PostgreSQL")
     try:
         async with postgres_schema(url, f"floorctl_bench_{os.getpid()}") as scoped:
-            postgres = await measure(scoped, ctx.run_id, seconds)
+            postgres = await measure(scoped, ctx.run_id, seconds, server="postgres")
     except Exception as exc:  # noqa: BLE001 - unreachable, refused, no such database: say why and carry on
         result["postgres_skipped"] = f"{make_url(url).render_as_string()}: {type(exc).__name__}: " \
                                      f"{str(exc).splitlines()[0] if str(exc) else ''}"
