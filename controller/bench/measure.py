@@ -154,9 +154,9 @@ class CpuMeter:
             except psutil.Error:
                 continue
         for name, exe in self._programs.items():
-            before = self._program0.get(name, {})
-            used = sum(busy - before.get(pid, 0.0) for pid, busy in self._program(exe).items())
-            shares.append(CpuShare(name, round(100 * used / wall, 1)))
+            started = self._program0.get(name, {})
+            spent = sum(busy - started.get(pid, 0.0) for pid, busy in self._program(exe).items())
+            shares.append(CpuShare(name, round(100 * spent / wall, 1)))
         ours = sum(s.percent for s in shares)
         machine = 100 * (self._machine_busy() - self._machine0) / wall
         # Whatever else ran on the machine meanwhile competed for the same cores: a noisy neighbour.
