@@ -39,9 +39,9 @@ def conveyor(site: Site, reports: Reports, no_read_rate: float = 0.0) -> SimConv
     return machine
 
 
-def sorter(site: Site, reports: Reports, no_read_rate: float = 0.0) -> SimSorter:
-    machine = SimSorter(site.sorters[0], SimClock(SPEED, 1), reports.append, no_read_rate=no_read_rate,
-                        next_scan_id=scan_ids())
+def sorter(site: Site, reports: Reports, no_read_rate: float = 0.0, **geometry: float) -> SimSorter:
+    spec = site.sorters[0].model_copy(update=geometry)
+    machine = SimSorter(spec, SimClock(SPEED, 1), reports.append, no_read_rate=no_read_rate, next_scan_id=scan_ids())
     machine.changed()
     return machine
 
@@ -109,7 +109,7 @@ async def test_clearing_a_jam_by_removing_the_totes_fails_their_transports(demo_
 
 async def test_a_sorter_diverts_when_the_target_lands_before_the_divert(demo_site: Site) -> None:
     reports = Reports()
-    loop = sorter(demo_site, reports)
+    loop = sorter(demo_site, reports, scan_to_divert_m=100.0, loop_length_m=200.0)  # 0.25 s to answer
     assert loop.induct("i1", "TOTE-1") == "accepted"
     await eventually(lambda: bool(reports.of(Scanned)))
     (scan,) = reports.of(Scanned)
@@ -144,7 +144,7 @@ async def test_without_a_target_a_tote_goes_round_then_to_the_exception_lane(dem
 async def test_a_stopped_drive_holds_its_moves_and_resumes_with_what_was_left() -> None:
     drive = Drive(SimClock(100.0), "belt")
     arrived: list[str] = []
-    drive.after(5.0, lambda: arrived.append("late"))  # 50 ms
+    drive.after(50.0, lambda: arrived.append("late"))  # 0.5 s
     drive.after(1.0, lambda: arrived.append("early"))  # 10 ms
     cancelled = drive.after(2.0, lambda: arrived.append("cancelled"))
     cancelled.cancel()
@@ -155,7 +155,7 @@ async def test_a_stopped_drive_holds_its_moves_and_resumes_with_what_was_left() 
     assert arrived == ["early"] and drive.position() == held
     drive.set_running(True)
     await eventually(lambda: arrived == ["early", "late"])
-    assert drive.position() >= 5.0
+    assert drive.position() >= 50.0
 
 
 async def test_a_move_that_raises_does_not_stop_the_drive(caplog: pytest.LogCaptureFixture) -> None:
