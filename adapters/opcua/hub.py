@@ -52,6 +52,8 @@ class OpcUaHub:
         down stays offline and keeps being retried)."""
         if self._runner is not None:
             return
+        for link in self._links:
+            link.tried.clear()
         self._runner = asyncio.create_task(self._run(sink), name="opcua-hub")
         waits = [asyncio.create_task(link.tried.wait()) for link in self._links]
         if waits:
