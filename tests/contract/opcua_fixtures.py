@@ -75,9 +75,10 @@ class OpcUaRig:
     async def start_hub(self) -> OpcUaHub:
         self._hub = OpcUaHub(self.site, endpoints={plc_id: sim.endpoint for plc_id, sim in self.sims.items()})
         self._stack.push_async_callback(self._hub.stop)
+        mark = self.events.mark()
         await self._hub.start(self.sink)
         for device in self._hub.devices():
-            await self.wait_status(device.device_id, lambda s: s.online)
+            await self.wait_status(device.device_id, lambda s: s.online, since=mark)
         return self._hub
 
     async def start_hub_offline(self) -> OpcUaHub:

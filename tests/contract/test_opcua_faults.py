@@ -211,3 +211,15 @@ async def test_a_secured_plc_is_reached_with_the_site_files_policy_and_certifica
             assert plain.counters["connect_failed"] >= 1
         finally:
             await plain.stop()
+
+
+async def test_a_restarted_controller_resending_a_finished_command_hears_its_completion_again(
+        opcua_rig: OpcUaRig) -> None:
+    first = await opcua_rig.hub.conveyor("loop-1").transport("t-old", "TOTE-R", "PS-2")
+    assert (await asyncio.wait_for(first.done, 5)).ok
+    await opcua_rig.hub.stop()
+    restarted = await opcua_rig.start_hub()  # a new hub: no tickets, like a controller after a restart
+    again = await restarted.conveyor("loop-1").transport("t-old", "TOTE-R", "PS-2")
+    done = await asyncio.wait_for(again.done, 2)
+    assert done.ok and done.result["destination"] == "PS-2" and done.at == first.done.result().at
+    assert opcua_rig.sim.conveyor("loop-1").executed["t-old"] == 1
