@@ -11,18 +11,13 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Self
 from urllib.parse import urlsplit, urlunsplit
 
 from asyncua import Node, Server, ua
-from asyncua.common.event_objects import BaseEvent
-from asyncua.crypto.permission_rules import User, UserRole
-from asyncua.server.address_space import AttributeValue, NodeData
 from asyncua.server.event_generator import EventGenerator
-from asyncua.server.internal_server import InternalServer
-from asyncua.server.user_managers import UserManager
 
 from adapters.opcua import contract
 from adapters.opcua.contract import ACCEPTED, CONTRACT_NAMESPACE, CONTRACT_VERSION, EventType, rejected
@@ -33,77 +28,23 @@ from simulators.plc.conveyor import SimConveyor
 from simulators.plc.machine import Machine
 from simulators.plc.reports import Completed, Diverted, Report, Scanned, StatusChanged
 from simulators.plc.sorter import SimSorter
+from simulators.plc.uaserver import (
+    ContractEvent,
+    Credentials,
+    Handler,
+    QuickStartServer,
+    method_handler,
+    string_argument,
+    write_value,
+)
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[..., Awaitable[list[ua.Variant]]]
 
 
 def endpoint_with_port(endpoint: str, port: int) -> str:
     parts = urlsplit(endpoint)
     return urlunsplit(parts._replace(netloc=f"{parts.hostname}:{port}"))
-
-
-class _Credentials(UserManager):
-    """The PLC's one account, when the site file gives it one (anonymous access is then refused)."""
-
-    def __init__(self, username: str, password: str | None) -> None:
-        self._username = username
-        self._password = password
-
-    def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
-                 certificate: Any = None) -> User | None:
-        if username == self._username and password == self._password:
-            return User(role=UserRole.User, name=username)
-        return None
-
-
-class _QuickStartServer(InternalServer):
-    """asyncua fills its ~6,000 standard nodes from generated code on every start (1-2 s). A simulated
-    PLC starts often (every test, every simulated power cycle), so the first fill of the process is
-    kept and later servers start from a copy of it (~70 ms). Only the node containers are copied:
-    the values in them are never changed in place, a write replaces them."""
-
-    _standard: dict[ua.NodeId, NodeData] | None = None
-
-    async def load_standard_address_space(self, shelf_file: Any = None) -> None:
-        if _QuickStartServer._standard is None:
-            await super().load_standard_address_space(shelf_file)
-            _QuickStartServer._standard = _copy_nodes(self.aspace._nodes)
-        self.aspace._nodes = _copy_nodes(_QuickStartServer._standard)
-
-
-def _copy_nodes(nodes: dict[ua.NodeId, NodeData]) -> dict[ua.NodeId, NodeData]:
-    copies = {}
-    for nodeid, node in nodes.items():
-        copy = copies[nodeid] = NodeData(nodeid)
-        copy.attributes = {attr: AttributeValue(value.value) for attr, value in node.attributes.items()}  # type: ignore[arg-type]
-        copy.references = list(node.references)
-        copy.call = node.call
-    return copies
-
-
-class _ContractEvent(BaseEvent):
-    """A contract event as asyncua raises it, minus the deep copy of every field on every trigger
-    (a third of a simulated sorter's CPU at 1,000 scans/s): the fields here are only ever replaced
-    between triggers, never changed in place."""
-
-    def __init__(self, event_type: ua.NodeId, fields: tuple[str, ...]) -> None:
-        super().__init__()
-        self.EventType = event_type
-        for name in fields:
-            self.add_property(name, "", contract.EVENT_FIELD_TYPE)
-
-    def to_event_fields(self, select_clauses: list[ua.SimpleAttributeOperand]) -> list[ua.Variant]:
-        fields = []
-        for clause in select_clauses:
-            if clause.BrowsePath:
-                name = self.browse_path_to_attribute_name(clause.BrowsePath)
-            else:
-                name = ua.AttributeIds(clause.AttributeId).name
-            value = getattr(self, name, None)
-            fields.append(ua.Variant() if value is None else ua.Variant(value, self.data_types[name]))
-        return fields
 
 
 class PlcSimulator:
@@ -188,7 +129,7 @@ class PlcSimulator:
     async def force_value(self, device_id: str, signal: str, value: ua.Variant) -> None:
         """Write any value, of any type, to a variable (the next state change overwrites it)."""
         assert self._server is not None, "the PLC is stopped"
-        await _write(self._server, self._variables[(device_id, signal)], value)
+        await write_value(self._server, self._variables[(device_id, signal)], value)
 
     async def force_event(self, device_id: str, event_type: str, **fields: str) -> None:
         """Raise a contract event with whatever field values, e.g. a scan without a scan id."""
@@ -213,8 +154,8 @@ class PlcSimulator:
     async def start(self) -> None:
         if self._server is not None:
             return
-        users = _Credentials(self.plc.username, self.plc.password) if self.plc.username else None
-        server = Server(iserver=_QuickStartServer(user_manager=users))
+        users = Credentials(self.plc.username, self.plc.password) if self.plc.username else None
+        server = Server(iserver=QuickStartServer(user_manager=users))
         server.disable_clock()  # its 1 s tick would only delay stop(); nothing here reads CurrentTime
         await server.init()
         server.set_endpoint(self.endpoint)
@@ -285,13 +226,13 @@ class PlcSimulator:
                 node = await self._add_variable(obj, node_map, signal.name, namespaces)
                 self._variables[(node_map.device_id, signal.name)] = node.nodeid
             for signal in node_map.of_role(Role.METHOD):
-                args = [_string_argument(n) for n in signal.inputs]
+                args = [string_argument(n) for n in signal.inputs]
                 nodeid = resolve(node_map[signal.name], namespaces)
                 await obj.add_method(nodeid, ua.QualifiedName(signal.name, nodeid.NamespaceIndex),
-                                     handlers[signal.name], args, [_string_argument("Status")])
+                                     handlers[signal.name], args, [string_argument("Status")])
             if node_map.kind is not None:
                 for name, etype in event_types.items():
-                    event = _ContractEvent(etype.nodeid, contract_events[name].fields)
+                    event = ContractEvent(etype.nodeid, contract_events[name].fields)
                     self._events[(node_map.device_id, name)] = await server.get_event_generator(event, obj.nodeid)
         for machine in self._machines.values():
             await self._write_status(server, machine.status())
@@ -325,7 +266,7 @@ class PlcSimulator:
         else:
             assert isinstance(machine, SimSorter)
             actions = {"Induct": machine.induct, "Divert": machine.divert}
-        return {name: _method(action, len(node_map.signals[name].inputs)) for name, action in actions.items()}
+        return {name: method_handler(action, len(node_map.signals[name].inputs)) for name, action in actions.items()}
 
     def _reset_status(self) -> str:
         self.reset()
@@ -377,39 +318,4 @@ class PlcSimulator:
         for signal, (value, vtype) in values.items():
             nodeid = self._variables[(status.device_id, signal)]
             if server.read_attribute_value(nodeid).Value != ua.Variant(value, vtype):
-                await _write(server, nodeid, ua.Variant(value, vtype))
-
-
-async def _write(server: Server, node: ua.NodeId, value: ua.Variant) -> None:
-    """Write a value; if it is of another type than the node holds (a forced value, or the proper
-    value after one), change the node's DataType first, as asyncua refuses a change of type."""
-    current = server.read_attribute_value(node).Value
-    if current is not None and current.VariantType not in (value.VariantType, ua.VariantType.Null):
-        datatype = ua.Variant(node_id(value.VariantType.value), ua.VariantType.NodeId)
-        await server.write_attribute_value(node, ua.DataValue(datatype), ua.AttributeIds.DataType)
-        # A bad status nulls the value, and a null value takes whatever its DataType says.
-        await server.write_attribute_value(node, ua.DataValue(StatusCode=_status(ua.StatusCodes.BadWaitingForInitialData)))
-    await server.write_attribute_value(node, ua.DataValue(value))
-
-
-def _method(action: Callable[..., str], arity: int) -> Handler:
-    """An OPC UA method handler around a device action: String arguments in, one String Status out.
-    Async, so asyncua runs it on the loop instead of handing it to a thread."""
-
-    async def handler(parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant]:
-        values = [a.Value for a in args]
-        if len(values) != arity or not all(isinstance(v, str) for v in values):
-            status = rejected("bad_arguments")
-        else:
-            status = action(*values)
-        return [ua.Variant(status, ua.VariantType.String)]
-
-    return handler
-
-
-def _string_argument(name: str) -> ua.Argument:
-    return ua.Argument(Name=ua.String(name), DataType=node_id(ua.ObjectIds.String), ValueRank=ua.Int32(-1))
-
-
-def _status(code: int) -> ua.StatusCode:
-    return ua.StatusCode(ua.UInt32(code))
+                await write_value(server, nodeid, ua.Variant(value, vtype))
