@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -136,6 +137,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
     controller = Controller(Settings(site=site, data_dir=args.data_dir, database_url=args.database_url,
                                      broker_url=site.broker.url, host=args.host, port=args.port))
     await controller.start()
+    gc.freeze()  # long-lived objects from start-up: keep the collector's pauses short
     print(f"floorctl run: site {site.site}; API and panel on {controller.api_url}/", flush=True)
     try:
         await _until_signalled()
