@@ -111,6 +111,7 @@ class CpuMeter:
         self._proc0: dict[str, float] = {}
         self._thread0: dict[int, float] = {}
         self._machine0 = 0.0
+        self._family0 = 0.0
 
     @staticmethod
     def _busy(proc: psutil.Process) -> float:
@@ -136,10 +137,21 @@ class CpuMeter:
                     busy[proc.pid] = self._busy(proc)
         return busy
 
+    def _family_busy(self) -> float:
+        """This process and every process it started: the live ones, and through `children_*` the
+        ones that ended and were waited for (helpers of earlier benchmarks, brokers)."""
+        times = self._own.cpu_times()
+        busy = times.user + times.system + times.children_user + times.children_system
+        for child in self._own.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                busy += self._busy(child)
+        return busy
+
     def start(self) -> None:
         self._program0 = {name: self._program(exe) for name, exe in self._programs.items()}
         self._t0 = time.perf_counter()
         self._machine0 = self._machine_busy()
+        self._family0 = self._family_busy()
         self._proc0 = {name: self._busy(p) for name, p in self._procs.items() if p.is_running()}
         self._proc0["controller (all threads)"] = self._busy(self._own)
         self._thread0 = self._threads()
@@ -153,11 +165,12 @@ class CpuMeter:
                 shares.append(CpuShare(name, round(100 * (self._busy(proc) - before) / wall, 1)))
             except psutil.Error:
                 continue
+        ours = 100 * (self._family_busy() - self._family0) / wall
         for name, exe in self._programs.items():
             started = self._program0.get(name, {})
             spent = sum(busy - started.get(pid, 0.0) for pid, busy in self._program(exe).items())
             shares.append(CpuShare(name, round(100 * spent / wall, 1)))
-        ours = sum(s.percent for s in shares)
+            ours += shares[-1].percent
         machine = 100 * (self._machine_busy() - self._machine0) / wall
         # Whatever else ran on the machine meanwhile competed for the same cores: a noisy neighbour.
         shares.append(CpuShare("other processes on the machine", round(max(0.0, machine - ours), 1)))

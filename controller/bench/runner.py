@@ -18,9 +18,11 @@ from typing import Any, Self, TextIO
 
 from controller.bench import divert, machine, memory, mqtt_commands, opcua_commands, surge, timing_writer
 from controller.bench.context import BenchContext, Profile
+from controller.bench.measure import CpuMeter
 from controller.bench.report import render, targets
 
 TINY_ENV = "FLOORCTL_BENCH_TINY"
+NOISY_PERCENT = 20.0  # other processes' CPU, in % of one core, past which the run is flagged
 QUIET_LOGGERS = ("asyncua", "adapters", "simulators", "controller.engine")
 
 
@@ -118,6 +120,8 @@ async def run_bench(args: argparse.Namespace) -> int:
     results: dict[str, Any] = {"profile": profile.name, "machine": await asyncio.to_thread(machine.describe)}
     failed = False
     started = time.monotonic()
+    machine_cpu = CpuMeter()
+    machine_cpu.start()
     with tempfile.TemporaryDirectory(prefix="floorctl-bench-") as scratch:
         ctx = BenchContext(profile, Path(scratch), getattr(args, "database_url", None))
         async with Progress(sum(b.expected_s(profile) for b in BENCHMARKS)) as progress:
@@ -134,11 +138,19 @@ async def run_bench(args: argparse.Namespace) -> int:
                 results[bench.key]["seconds"] = round(time.monotonic() - step_started, 1)
                 progress.end()
     results["seconds"] = round(time.monotonic() - started, 1)
+    others = next(s.percent for s in machine_cpu.stop() if s.name == "other processes on the machine")
+    results["machine"]["other_processes_cpu_percent"] = others
+    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    if others > NOISY_PERCENT:
+        results["machine"]["warning"] = (f"other processes used {others:.0f}% of a core on average during the run: "
+                                         "they competed for the same cores, so latencies are inflated")
     results["targets"] = targets(results)
     if args.json:
         print(json.dumps(results))
     else:
         print(render(results))
+        if "warning" in results["machine"]:
+            print(f"\nwarning: {results['machine']['warning']}")
         print(f"\n{profile.name} run, {results['seconds']:.0f} s on {results['machine']['nproc']} cores "
               f"({results['machine']['cpu']}); `floorctl bench --json` for every figure.")
     return 1 if failed else 0
