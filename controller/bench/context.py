@@ -34,7 +34,7 @@ class Profile:
     surge_seconds: float
     writer_seconds: float
     memory_orders: int
-    divert_gc_probe: bool = True  # repeat the 1,000/s divert step with gc.freeze() to measure that fix
+    divert_gc_probe: bool = True  # repeat the 1,000/s divert step without gc.freeze() to show what it buys
 
     @classmethod
     def named(cls, name: str) -> Profile:

@@ -65,6 +65,8 @@ async def drive(total: int, directory: Path) -> dict[str, Any]:
     hub = FakeHub(site, delay_s=0.0005)
     engine = Engine(site, [cast(DeviceHub, hub)], writer, db)
     await engine.start()
+    gc.collect()
+    gc.freeze()  # as `floorctl run` does once started
     samples = [(0, _rss_mb())]
     sent: Counter[str] = Counter()
     warmup = max(BATCH, total // 20)

@@ -11,6 +11,7 @@ from adapters.mqtt.devices import MqttPickLight
 from controller.bench.bare_mqtt import BareCommander
 from controller.bench.command_path import CommandPath
 from controller.bench.context import BenchContext
+from controller.bench.gc_pauses import frozen_start_up
 from controller.bench.measure import Latencies, ratio
 from controller.bench.processes import helper
 from controller.engine.dispatch import DeviceQueue
@@ -51,13 +52,14 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
             queues: list[DeviceQueue] = [path.queue(d) for d in await _online(hub, p.window)]
             await asyncio.to_thread(bare.sequential, p.warmup)
             await path.sequential(queues[0], _show, p.warmup, wait_done=True)
-            for n in range(p.rounds):
-                ctx.progress(f"round {n + 1}/{p.rounds}: bare paho")
-                series["bare"].extend(await asyncio.to_thread(bare.sequential, per_round))
-                series["bare_pipelined"].extend(await asyncio.to_thread(bare.pipelined, per_round, p.window))
-                ctx.progress(f"round {n + 1}/{p.rounds}: controller")
-                series["ctl"].extend(await path.sequential(queues[0], _show, per_round, wait_done=True))
-                series["ctl_pipelined"].extend(await path.pipelined(queues, _show, per_round, wait_done=True))
+            with frozen_start_up():
+                for n in range(p.rounds):
+                    ctx.progress(f"round {n + 1}/{p.rounds}: bare paho")
+                    series["bare"].extend(await asyncio.to_thread(bare.sequential, per_round))
+                    series["bare_pipelined"].extend(await asyncio.to_thread(bare.pipelined, per_round, p.window))
+                    ctx.progress(f"round {n + 1}/{p.rounds}: controller")
+                    series["ctl"].extend(await path.sequential(queues[0], _show, per_round, wait_done=True))
+                    series["ctl_pipelined"].extend(await path.pipelined(queues, _show, per_round, wait_done=True))
             rows = await path.settle()
         finally:
             await asyncio.to_thread(bare.close)

@@ -27,6 +27,7 @@ from adapters.opcua.nodemap import device_node_map, floor_node_maps, resolve
 from adapters.opcua.wiring import wire
 from controller.bench.command_path import CommandPath
 from controller.bench.context import BenchContext
+from controller.bench.gc_pauses import frozen_start_up
 from controller.bench.measure import Latencies, ratio
 from controller.bench.plc_host import ECHO_NODE
 from controller.bench.processes import helper
@@ -146,15 +147,16 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
             await repeat(bare.write, p.warmup, 1)
             await repeat(bare.call, p.warmup, 1)
             rss_before = me.memory_info().rss
-            for n in range(p.rounds):
-                ctx.progress(f"round {n + 1}/{p.rounds}: bare asyncua")
-                series["write"].extend(await repeat(bare.write, per_round, 1))
-                series["write_pipelined"].extend(await repeat(bare.write, per_round, p.window))
-                series["call"].extend(await repeat(bare.call, per_round, 1))
-                series["call_pipelined"].extend(await repeat(bare.call, per_round, p.window))
-                series["call_with_events"].extend(await bare.calls_with_events(per_round))
-                ctx.progress(f"round {n + 1}/{p.rounds}: controller")
-                ctl = await _controller_round(ctx, endpoints, path, per_round, series)
+            with frozen_start_up():
+                for n in range(p.rounds):
+                    ctx.progress(f"round {n + 1}/{p.rounds}: bare asyncua")
+                    series["write"].extend(await repeat(bare.write, per_round, 1))
+                    series["write_pipelined"].extend(await repeat(bare.write, per_round, p.window))
+                    series["call"].extend(await repeat(bare.call, per_round, 1))
+                    series["call_pipelined"].extend(await repeat(bare.call, per_round, p.window))
+                    series["call_with_events"].extend(await bare.calls_with_events(per_round))
+                    ctx.progress(f"round {n + 1}/{p.rounds}: controller")
+                    ctl = await _controller_round(ctx, endpoints, path, per_round, series)
             grown = me.memory_info().rss - rss_before
         finally:
             await bare.client.disconnect()

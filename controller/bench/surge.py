@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +21,15 @@ from sqlalchemy import func, select
 from sqlmodel import col
 
 from controller.bench.context import BenchContext
-from controller.bench.gc_pauses import GcPauses
+from controller.bench.gc_pauses import GcPauses, frozen_start_up
 from controller.bench.measure import CpuMeter, LoopLag
 from controller.bench.processes import helper
 from controller.bootstrap import Controller, Settings
 from controller.demo import OrderGenerator, summarise
 from controller.domain.model import Task
+from controller.engine.dispatch import CAPACITY
 from controller.engine.stats import percentile
+from controller.ports import DeviceKind
 from controller.site import load_site
 from controller.store.tables import DeviceCommandRow, OrderLineRow, OrderRow
 from simulators.broker import free_port
@@ -121,6 +125,73 @@ async def _recorded(controller: Controller, ids: list[int]) -> dict[str, Any]:
             "cycle_p99_s": round(percentile(cycles, 99), 3) if cycles else None}
 
 
+async def _device_load(controller: Controller, ids: list[int]) -> dict[str, dict[str, Any]]:
+    """Per device kind, from the step's timing rows: how long a command held its device (sent ->
+    completed), how long it queued for it (queued -> sent), and for the kinds that do one or two
+    things at a time, the share of the step their devices were busy and the hand-off gap: from a
+    command's completion to the next command going out to the same device when that one was
+    already waiting. A kind near 100% busy is the floor's bottleneck; a kind with long queues but
+    idle devices loses its time in the hand-offs."""
+    rows: dict[str, dict[str, list[Timing]]] = {}
+    async with controller.db.connect() as conn:
+        for i in range(0, len(ids), 1000):
+            for kind, device, queued, sent, completed in (await conn.execute(
+                    select(col(DeviceCommandRow.device_kind), col(DeviceCommandRow.device_id),
+                           col(DeviceCommandRow.queued_at), col(DeviceCommandRow.sent_at),
+                           col(DeviceCommandRow.completed_at))
+                    .where(col(DeviceCommandRow.order_id).in_(ids[i:i + 1000]),
+                           col(DeviceCommandRow.completed_at).is_not(None)))).all():
+                rows.setdefault(kind, {}).setdefault(device, []).append(
+                    Timing(queued, sent or queued, completed or queued))
+    devices = {kind: len(queues) for kind, queues in _by_kind(controller).items()}
+    return {kind: _load(timings, CAPACITY[DeviceKind(kind)], devices.get(kind, 1))
+            for kind, timings in sorted(rows.items())}
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    queued: float
+    sent: float
+    completed: float
+
+
+def _load(by_device: dict[str, list[Timing]], capacity: int, devices: int) -> dict[str, Any]:
+    every = [t for timings in by_device.values() for t in timings]
+    service = sorted(t.completed - t.sent for t in every)
+    waits = sorted(t.sent - t.queued for t in every)
+    load: dict[str, Any] = {"commands": len(every), "service_p50_ms": _ms(service, 50),
+                            "queue_wait_p50_ms": _ms(waits, 50), "queue_wait_p99_ms": _ms(waits, 99)}
+    if capacity == 1:
+        gaps = []
+        for timings in by_device.values():
+            timings.sort(key=lambda t: t.sent)
+            gaps += [b.sent - a.completed for a, b in pairwise(timings) if b.queued < a.completed]
+        load["handoff_gap_p50_ms"] = _ms(sorted(gaps), 50)
+    span = max(t.completed for t in every) - min(t.queued for t in every)
+    if capacity <= 2 and span > 0:
+        load["busy_percent"] = round(100 * sum(service) / (devices * capacity * span), 1)
+    return load
+
+
+def _ms(ordered: list[float], q: float) -> float | None:
+    return round(percentile(ordered, q) * 1000, 1) if ordered else None
+
+
+def _busiest_kind(devices: dict[str, dict[str, Any]]) -> str | None:
+    busy = {kind: load["busy_percent"] for kind, load in devices.items() if "busy_percent" in load}
+    if not busy:
+        return None
+    kind = max(busy, key=lambda k: busy[k])
+    return f"{kind} ({busy[kind]:.0f}% busy)"
+
+
+def _by_kind(controller: Controller) -> dict[str, list[Any]]:
+    kinds: dict[str, list[Any]] = {}
+    for queue in controller.engine.queues.values():
+        kinds.setdefault(queue.device.kind.value, []).append(queue)
+    return kinds
+
+
 SATURATED_PERCENT = 90.0  # of one core: each part is single-threaded where it matters
 
 
@@ -148,6 +219,7 @@ async def _step(ctx: BenchContext, controller: Controller, orders: OrderGenerato
             waited = await _settle(controller, ids)
     summary = await summarise(controller.db, ids, controller.writer.stats.timing_rows)
     recorded = await _recorded(controller, ids)
+    devices = await _device_load(controller, ids)
     step: dict[str, Any] = {
         "offered_per_s": rate, "offered": len(ids), **recorded,
         "exceptions": summary["orders"]["exception"], "unfinished": summary["orders"]["unfinished"],
@@ -156,6 +228,7 @@ async def _step(ctx: BenchContext, controller: Controller, orders: OrderGenerato
         "writer_max_batch_ms": round(controller.writer.stats.max_batch_ms, 1),
         "cpu_percent": cpu_shares, "busiest": _busiest(cpu_shares),
         "slowest_stage": summary["bottleneck"]["stage"], "slowest_device": summary["bottleneck"]["device"],
+        "devices": devices, "busiest_devices": _busiest_kind(devices),
     }
     step["sustained"] = (recorded["shipped"] >= SHIPPED_SHARE * len(ids) and step["exceptions"] == 0
                          and recorded["timing_rows_missing"] == 0 and controller.writer.stats.errors == 0)
@@ -177,11 +250,12 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
                 await _until_online(controller)
                 orders = OrderGenerator(site, f"surge{ctx.run_id}", seed=5)
                 pids = {"broker (mosquitto)": broker_pid, "simulators (floorctl sim)": sims.pid}
-                for rate in ctx.profile.surge_rates:
-                    ctx.progress(f"{rate} orders/s")
-                    steps.append(await _step(ctx, controller, orders, rate, pids))
-                    if not steps[-1]["sustained"]:
-                        break  # past saturation: higher rates only pile up more
+                with frozen_start_up():
+                    for rate in ctx.profile.surge_rates:
+                        ctx.progress(f"{rate} orders/s")
+                        steps.append(await _step(ctx, controller, orders, rate, pids))
+                        if not steps[-1]["sustained"]:
+                            break  # past saturation: higher rates only pile up more
             finally:
                 await controller.stop()
     sustained = [s for s in steps if s["sustained"]]
