@@ -6,7 +6,6 @@ and what is wrong; callers print `SiteError` and exit non-zero, never a tracebac
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -14,8 +13,9 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from controller.nodemap import node_map_errors, parse_node_id
+
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
-NODE_ID = re.compile(r"^(ns=\d+;|nsu=[^;]+;)?(i=\d+|s=.+|g=[0-9A-Fa-f-]{36}|b=.+)$")
 
 
 class SiteError(Exception):
@@ -108,9 +108,13 @@ class Plc(_Model):
 
 
 def _check_nodes(value: dict[str, str]) -> dict[str, str]:
+    """The form of each node id; what the signals are and where they land is checked with the whole
+    site (controller/nodemap.py), as node ids must not repeat on one PLC."""
     for signal, node in value.items():
-        if not NODE_ID.match(node.replace("{id}", "x")):
-            raise ValueError(f"nodes.{signal}: {node!r} is not an OPC UA node id (e.g. 'ns=2;s=Conveyor1.State')")
+        try:
+            parse_node_id(node)
+        except ValueError as exc:
+            raise ValueError(f"nodes.{signal}: {exc}") from None
     return value
 
 
@@ -301,6 +305,7 @@ class Site(_Model):
         for i, st in enumerate(self.pack_stations):
             if st.id not in served:
                 errors.append(f"pack_stations.{i}: no conveyor reaches pack station {st.id!r}")
+        errors.extend(node_map_errors(self))
         if errors:
             raise ValueError("; ".join(errors))
         return self

@@ -1,7 +1,7 @@
 """The OPC UA wire contract between floorctl and a PLC: names, types and value sets.
 
 Shared by the adapter and the PLC simulator so that both sides speak exactly the same contract.
-Node ids are not here (they come from the site file, see nodemap.py); what is here is fixed by the
+Node ids are not here (they come from the site file, see controller/nodemap.py); what is here is fixed by the
 contract version and must be implemented as-is by any PLC that floorctl drives. docs/devices-opcua.md
 is the prose version of this module.
 """
@@ -13,10 +13,10 @@ from enum import StrEnum
 
 from asyncua import ua
 
+from controller import nodemap
+
 CONTRACT_VERSION = "1.0"
-# Types, PLC-level nodes and event fields live in this namespace, addressed by URI (never by index),
-# the way a companion specification's namespace is.
-CONTRACT_NAMESPACE = "urn:floorctl:opcua:warehouse"
+CONTRACT_NAMESPACE = nodemap.CONTRACT_NAMESPACE  # defined with the PLC-level nodes' defaults, which use it
 
 ACCEPTED = "accepted"
 REJECTED = "rejected:"

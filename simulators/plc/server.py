@@ -1,7 +1,7 @@
 """The PLC simulator: the simulated conveyors and sorters of one PLC behind a real asyncua server.
 
-The address space is built from the same node maps the adapter reads (adapters/opcua/nodemap.py), so
-a site file with other node ids gives a server with other node ids. The wire contract is written
+The address space is built from the same node maps the adapter reads (controller/nodemap.py), so a
+site file with other node ids gives a server with other node ids. The wire contract is written
 down in docs/devices-opcua.md.
 """
 
@@ -21,12 +21,21 @@ from asyncua.server.event_generator import EventGenerator
 
 from adapters.opcua import contract
 from adapters.opcua.contract import ACCEPTED, CONTRACT_NAMESPACE, CONTRACT_VERSION, EventType, rejected
-from adapters.opcua.nodemap import NodeMap, Role, floor_node_maps, namespace_indexes, node_id, resolve
+from adapters.opcua.nodemap import (
+    NodeMap,
+    Role,
+    floor_node_maps,
+    namespace_indexes,
+    node_id,
+    resolve,
+    variant_type,
+)
 from controller.site import Site
 from simulators.clock import SimClock
 from simulators.plc.conveyor import SimConveyor
 from simulators.plc.machine import Machine
 from simulators.plc.reports import Completed, Diverted, Report, Scanned, StatusChanged
+from simulators.plc.scanpoints import FLUSH_DUE, FlushDue, ScanPointBoard, ScanTally
 from simulators.plc.sorter import SimSorter
 from simulators.plc.uaserver import (
     ContractEvent,
@@ -39,7 +48,6 @@ from simulators.plc.uaserver import (
 )
 
 log = logging.getLogger(__name__)
-
 
 
 def endpoint_with_port(endpoint: str, port: int) -> str:
@@ -82,8 +90,9 @@ class PlcSimulator:
             for s in site.sorters if s.plc == plc_id
         }
         self._machines: dict[str, Machine] = {**self._conveyors, **self._sorters}
+        self._scan_points = ScanPointBoard(self._maps)
         self._server: Server | None = None
-        self._outbox: asyncio.Queue[Report] | None = None
+        self._outbox: asyncio.Queue[Report | FlushDue] | None = None
         self._emitter: asyncio.Task[None] | None = None
         self._variables: dict[tuple[str, str], ua.NodeId] = {}  # (device, signal) -> node
         self._events: dict[tuple[str, str], EventGenerator] = {}  # (device, event type) -> generator
@@ -96,6 +105,10 @@ class PlcSimulator:
 
     def sorter(self, device_id: str) -> SimSorter:
         return self._sorters[device_id]
+
+    def scan_point(self, scan_point_id: str) -> ScanTally:
+        """What a scanner read last and how often (its OPC UA variables show this, see scanpoints.py)."""
+        return self._scan_points.tallies[scan_point_id]
 
     def estop(self) -> None:
         for machine in self._machines.values():
@@ -169,8 +182,10 @@ class PlcSimulator:
         if server.bserver is not None and urlsplit(self.endpoint).port == 0:
             self.endpoint = endpoint_with_port(self.endpoint, server.bserver.port)  # keep it across restarts
         self._server = server
-        self._outbox = asyncio.Queue()
-        self._emitter = asyncio.create_task(self._emit(server, self._outbox), name=f"plc-sim-{self.plc.id}")
+        outbox: asyncio.Queue[Report | FlushDue] = asyncio.Queue()
+        self._outbox = outbox
+        self._emitter = asyncio.create_task(self._emit(server, outbox), name=f"plc-sim-{self.plc.id}")
+        self._scan_points.listen(lambda: outbox.put_nowait(FLUSH_DUE))
         for machine in self._machines.values():
             machine.halt(False)
 
@@ -193,6 +208,7 @@ class PlcSimulator:
             machine.halt(not keep_running)
         server, self._server = self._server, None
         self._outbox = None
+        self._scan_points.listen(None)
         if self._emitter is not None:
             self._emitter.cancel()
             await asyncio.gather(self._emitter, return_exceptions=True)
@@ -219,8 +235,9 @@ class PlcSimulator:
         contract_events = {e.name: e for e in contract.EVENT_TYPES}
         self._variables.clear()
         self._events.clear()
+        objects: dict[str, Node] = {}
         for node_map in self._maps:
-            obj = await self._add_object(server, node_map, namespaces)
+            obj = objects[node_map.device_id] = await self._add_object(server, node_map, namespaces)
             handlers = self._handlers(node_map)
             for signal in node_map.of_role(Role.VARIABLE):
                 node = await self._add_variable(obj, node_map, signal.name, namespaces)
@@ -234,6 +251,7 @@ class PlcSimulator:
                 for name, etype in event_types.items():
                     event = ContractEvent(etype.nodeid, contract_events[name].fields)
                     self._events[(node_map.device_id, name)] = await server.get_event_generator(event, obj.nodeid)
+        await self._scan_points.build(server, objects, namespaces)
         for machine in self._machines.values():
             await self._write_status(server, machine.status())
 
@@ -252,8 +270,7 @@ class PlcSimulator:
 
     async def _add_variable(self, obj: Node, node_map: NodeMap, signal: str, namespaces: list[str]) -> Node:
         nodeid = resolve(node_map[signal], namespaces)
-        datatype = node_map.signals[signal].datatype
-        assert datatype is not None
+        datatype = variant_type(node_map.signals[signal])
         initial = CONTRACT_VERSION if signal == "ContractVersion" else ua.get_default_value(datatype)
         return await obj.add_variable(nodeid, ua.QualifiedName(signal, nodeid.NamespaceIndex), initial, datatype)
 
@@ -274,10 +291,12 @@ class PlcSimulator:
 
     # --- reports -> the wire -------------------------------------------------------------------
     def _report(self, report: Report) -> None:
+        if isinstance(report, Scanned):
+            self._scan_points.record(report)
         if self._outbox is not None:  # while the PLC is down nobody could hear it anyway
             self._outbox.put_nowait(report)
 
-    async def _emit(self, server: Server, outbox: asyncio.Queue[Report]) -> None:
+    async def _emit(self, server: Server, outbox: asyncio.Queue[Report | FlushDue]) -> None:
         """The one writer to the address space, so reports reach clients in the order they happened."""
         while True:
             report = await outbox.get()
@@ -286,8 +305,10 @@ class PlcSimulator:
             except Exception:  # a report that cannot be published must not silence the PLC
                 log.exception("PLC %s: cannot publish %r", self.plc.id, report)
 
-    async def _publish(self, server: Server, report: Report) -> None:
-        if isinstance(report, StatusChanged):
+    async def _publish(self, server: Server, report: Report | FlushDue) -> None:
+        if isinstance(report, FlushDue):
+            await self._scan_points.flush(server)
+        elif isinstance(report, StatusChanged):
             await self._write_status(server, report)
         elif isinstance(report, Scanned):
             await self._trigger(report.device_id, contract.SCAN_EVENT, report.at,

@@ -26,6 +26,8 @@ CONVEYOR_NODES = {
     "Fault": "ns=3;s=PLC_A/Conv1/Fault",
     "EStop": "ns=3;s=PLC_A/Conv1/EStop",
     "Transport": "ns=3;s=PLC_A/Conv1/Transport",
+    "ScanPoint": "ns=3;s=PLC_A/Conv1/{scan_point}",  # one per scan point of the conveyor
+    "ReadCount": "ns=3;s=PLC_A/Conv1/{scan_point}/Reads",
 }
 SORTER_NODES = {  # partly mapped (the rest keeps the defaults), by URI, with the device id spliced in
     "Object": "nsu=urn:example:plc-vendor;s=Sorters/{id}",
@@ -53,6 +55,13 @@ async def test_the_adapter_follows_the_node_ids_of_the_site_file(
 
     transport = await rig.hub.conveyor("loop-1").transport("t-v", "TOTE-V", "PS-1")
     assert (await asyncio.wait_for(transport.done, 5)).ok
+    async with raw_plc(rig.sim.endpoint) as plc:
+        scan_point = plc.client.get_node("ns=3;s=PLC_A/Conv1/sp-pack")
+        assert (await scan_point.read_browse_name()).Name == "sp-pack"
+        async with asyncio.timeout(5):
+            while await plc.read("ns=3;s=PLC_A/Conv1/sp-pack/Reads") != 1:
+                await asyncio.sleep(0.02)
+        assert await plc.read("ns=2;s=loop-1.sp-pack.LastBarcode") == "TOTE-V"  # not mapped: the default
     rig.answer_scans("lane-3")
     induct = await rig.hub.sorter("sorter-1").induct("i-v", "TOTE-W")
     assert (await asyncio.wait_for(induct.done, 5)).result["lane"] == "lane-3"

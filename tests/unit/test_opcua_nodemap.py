@@ -11,6 +11,7 @@ from adapters.opcua import decode
 from adapters.opcua.contract import CONTRACT_NAMESPACE, MachineryItemState, MachineryOperationMode
 from adapters.opcua.nodemap import (
     CONVEYOR_SIGNALS,
+    SCAN_POINT_SIGNALS,
     SORTER_SIGNALS,
     NodeMapError,
     device_node_map,
@@ -41,6 +42,41 @@ def test_defaults_put_every_signal_under_the_device_id_in_namespace_2(demo_site:
     assert set(SORTER_SIGNALS) - set(CONVEYOR_SIGNALS) == {"Induct", "Divert"}
 
 
+def test_every_scan_point_gets_an_object_under_its_device(demo_site: Site) -> None:
+    conveyor = device_node_map(demo_site.conveyors[0])
+    assert list(conveyor.scan_points) == ["sp-induct", "sp-pack"]
+    assert dict(conveyor.scan_points["sp-pack"]) == {
+        "ScanPoint": "ns=2;s=loop-1.sp-pack", "LastBarcode": "ns=2;s=loop-1.sp-pack.LastBarcode",
+        "LastScanId": "ns=2;s=loop-1.sp-pack.LastScanId", "LastReadAt": "ns=2;s=loop-1.sp-pack.LastReadAt",
+        "ReadCount": "ns=2;s=loop-1.sp-pack.ReadCount", "NoReadCount": "ns=2;s=loop-1.sp-pack.NoReadCount"}
+    sorter = device_node_map(demo_site.sorters[0])
+    assert list(sorter.scan_points) == ["sp-sort"]
+    assert set(SCAN_POINT_SIGNALS).isdisjoint(sorter.nodes)  # not the device's own signals
+
+
+def test_scan_point_node_ids_are_mapped_like_the_others(demo_site: Site) -> None:
+    site = with_nodes(demo_site, conveyor={"ScanPoint": "ns=3;s=PLC_A/{id}/{scan_point}",
+                                           "ReadCount": "nsu=urn:vendor;s={scan_point}/Reads"})
+    conveyor = device_node_map(site.conveyors[0])
+    assert conveyor.scan_points["sp-induct"]["ScanPoint"] == "ns=3;s=PLC_A/loop-1/sp-induct"
+    assert conveyor.scan_points["sp-pack"]["ReadCount"] == "nsu=urn:vendor;s=sp-pack/Reads"
+    assert conveyor.scan_points["sp-pack"]["LastBarcode"] == "ns=2;s=loop-1.sp-pack.LastBarcode"
+
+
+def test_a_scan_point_mapping_without_the_scan_point_repeats_a_node_id(demo_site: Site) -> None:
+    site = with_nodes(demo_site, conveyor={"ReadCount": "ns=3;s=Conv1/Reads"})  # two scan points, one node
+    with pytest.raises(NodeMapError, match=r"conveyors\.0\.nodes\.ReadCount \(scan point 'sp-pack'\): node id "
+                                           r"'ns=3;s=Conv1/Reads' is already used by conveyors\.0\.nodes\.ReadCount "
+                                           r"\(scan point 'sp-induct'\)"):
+        floor_node_maps(site, "plc-1")
+    assert device_node_map(with_nodes(demo_site, sorter={"ReadCount": "ns=3;s=Sorter/Reads"}).sorters[0])
+
+
+def test_the_scan_point_placeholder_only_belongs_to_scan_point_signals(demo_site: Site) -> None:
+    with pytest.raises(NodeMapError, match=r"conveyors\.loop-1\.nodes\.State: \{scan_point\} only belongs"):
+        device_node_map(with_nodes(demo_site, conveyor={"State": "ns=2;s={scan_point}.State"}).conveyors[0])
+
+
 def test_the_site_file_overrides_some_signals_and_id_is_replaced(demo_site: Site) -> None:
     site = with_nodes(demo_site, conveyor={"State": "ns=3;s=PLC_A/{id}/State", "Transport": "ns=3;i=17"})
     conveyor = device_node_map(site.conveyors[0])
@@ -54,12 +90,12 @@ def test_an_unknown_signal_is_an_error_naming_it_and_the_known_ones(demo_site: S
     with pytest.raises(NodeMapError) as error:
         device_node_map(site.sorters[0])
     message = str(error.value)
-    assert message.startswith("sorters.sorter-1.nodes: unknown signal 'Sate'")
-    assert "Divert" in message and "State" in message and "Induct" in message
+    assert message.startswith("sorters.sorter-1.nodes.Sate: unknown signal 'Sate'")
+    assert "Divert" in message and "State" in message and "Induct" in message and "ReadCount" in message
 
 
 def test_a_signal_a_conveyor_does_not_have_is_unknown(demo_site: Site) -> None:
-    with pytest.raises(NodeMapError, match=r"conveyors\.loop-1\.nodes: unknown signal 'Divert'"):
+    with pytest.raises(NodeMapError, match=r"conveyors\.loop-1\.nodes\.Divert: unknown signal 'Divert'"):
         device_node_map(with_nodes(demo_site, conveyor={"Divert": "ns=2;s=d"}).conveyors[0])
 
 
@@ -70,8 +106,8 @@ def test_namespace_0_is_refused(demo_site: Site) -> None:
 
 def test_two_signals_on_one_node_are_refused(demo_site: Site) -> None:
     site = with_nodes(demo_site, conveyor={"Fault": "ns=2;s=Shared"}, sorter={"Fault": "ns=2;s=Shared"})
-    with pytest.raises(NodeMapError, match=r"sorters\.sorter-1\.nodes\.Fault: node id 'ns=2;s=Shared' is already "
-                                           r"used by conveyors\.loop-1\.nodes\.Fault"):
+    with pytest.raises(NodeMapError, match=r"sorters\.0\.nodes\.Fault: node id 'ns=2;s=Shared' is already "
+                                           r"used by conveyors\.0\.nodes\.Fault"):
         floor_node_maps(site, "plc-1")
 
 
@@ -82,7 +118,7 @@ def test_an_unknown_plc_is_an_error(demo_site: Site) -> None:
 
 def test_the_plc_map_comes_first_and_uses_the_contract_namespace(demo_site: Site) -> None:
     maps = floor_node_maps(demo_site, "plc-1")
-    assert [m.owner for m in maps] == ["plcs.plc-1", "conveyors.loop-1", "sorters.sorter-1"]
+    assert [m.owner for m in maps] == ["plcs.0", "conveyors.0", "sorters.0"]  # site key paths
     assert maps[0].kind is None and maps[0]["ContractVersion"] == f"nsu={CONTRACT_NAMESPACE};s=Plc.ContractVersion"
     site = with_nodes(demo_site, conveyor={"State": "ns=5;s=x"}, sorter={"State": "nsu=urn:vendor;s=y"})
     assert namespace_indexes(floor_node_maps(site, "plc-1")) == (5, {CONTRACT_NAMESPACE, "urn:vendor"})

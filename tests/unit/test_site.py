@@ -58,6 +58,17 @@ CASES = {
                        "plcs.0.endpoint: OPC UA endpoint must look like opc.tcp://host:port/path"),
     "bad node id": (lambda d: d["sorters"][0].update(nodes={"State": "Sorter1.State"}),
                     "sorters.0.nodes: Value error, nodes.State: 'Sorter1.State' is not an OPC UA node id"),
+    "unknown node-map signal": (lambda d: d["conveyors"][0].update(nodes={"Bogus": "ns=2;s=x"}),
+                                "conveyors.0.nodes.Bogus: unknown signal 'Bogus' (known: EStop, Fault, "),
+    "node id in namespace 0": (lambda d: d["sorters"][0].update(nodes={"State": "i=2258"}),
+                               "sorters.0.nodes.State: 'i=2258' is in namespace 0"),
+    "one node id for two signals on a PLC": (
+        lambda d: (d["conveyors"][0].update(nodes={"Fault": "ns=2;s=Shared"}),
+                   d["sorters"][0].update(nodes={"EStop": "ns=2;s=Shared"})),
+        "sorters.0.nodes.EStop: node id 'ns=2;s=Shared' is already used by conveyors.0.nodes.Fault"),
+    "one node for every scan point of a conveyor": (
+        lambda d: d["conveyors"][0].update(nodes={"ReadCount": "ns=3;s=Reads"}),
+        "conveyors.0.nodes.ReadCount (scan point 'sp-pack'): node id 'ns=3;s=Reads' is already used"),
     "unknown key": (lambda d: d["printers"][0].update(colour="red"), "printers.0.colour: unknown key"),
     "missing key": (lambda d: d.pop("carriers"), "carriers: required key is missing"),
     "security without certificate": (lambda d: d["plcs"][0].update(security={"policy": "Basic256Sha256",
