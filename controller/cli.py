@@ -106,6 +106,7 @@ async def cmd_sim(args: argparse.Namespace) -> int:
     from simulators.floor import simulated_floor
 
     async with simulated_floor(site, broker_url=site.broker.url, speed=args.speed, seed=args.seed) as floor:
+        gc.freeze()  # the PLC servers' address spaces: a full collection walking them stalls every scan
         mqtt = [d.id for d in (*site.pick_lights, *site.printers, *site.pack_stations)]
         print(f"floorctl sim: {site.site} at {args.speed:g}x speed\n"
               f"  MQTT {site.broker.url}: {len(mqtt)} devices under {site.broker.topic_root}/\n"
