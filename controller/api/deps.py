@@ -79,7 +79,8 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def get_snapshot(request: Request) -> dict[str, Any]:
+async def get_snapshot(request: Request) -> dict[str, Any]:
+    # async: FastAPI runs a plain def on a worker thread, racing the engine's writes to the stats
     cache: SnapshotCache = request.app.state.snapshots
     return cache.get()
 

@@ -36,10 +36,14 @@ CAPACITY = {
 class DeviceFailed(Exception):
     """The device could not do the command: it failed with a reason, timed out, or was taken away."""
 
-    def __init__(self, outcome: str, reason: str) -> None:
-        super().__init__(f"{outcome}: {reason}")
+    def __init__(self, outcome: str, reason: str, where: str | None = None) -> None:
+        super().__init__(outcome, reason)
         self.outcome = outcome
         self.reason = reason
+        self.where = where  # e.g. "convey at loop-1", filled in by the engine
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.reason}" if self.where else self.reason
 
 
 @dataclass(order=True)
@@ -135,6 +139,10 @@ class DeviceQueue:
                 heapq.heapify(self._heap)
             elif job.go.done() and not job.go.cancelled() and job.go.exception() is None:
                 self._release()  # it was admitted just as it was cancelled
+            self._record(self._row(job, "cancelled", "cancelled while queued"))
+            raise
+        except DeviceFailed as exc:  # handed back while queued: the order takes it elsewhere
+            self._record(self._row(job, exc.outcome, exc.reason))
             raise
         try:
             return await self._execute(job)
@@ -153,14 +161,17 @@ class DeviceQueue:
             self.in_flight += 1
             job.go.set_result(None)
 
-    async def _execute(self, job: Job) -> Completion:
-        row: dict[str, Any] = {
+    def _row(self, job: Job, outcome: str, reason: str | None = None) -> dict[str, Any]:
+        return {
             "command_id": job.command_id, "order_id": job.order_id, "task": job.task,
             "device_id": self.device.device_id, "device_kind": self.device.kind.value,
             "protocol": self.device.protocol, "command": job.command, "queued_at": job.queued_at,
-            "sent_at": None, "acked_at": None, "completed_at": None, "outcome": "timed_out",
-            "reason": None, "retries": 0,
+            "sent_at": None, "acked_at": None, "completed_at": None, "outcome": outcome,
+            "reason": reason, "retries": 0,
         }
+
+    async def _execute(self, job: Job) -> Completion:
+        row = self._row(job, "timed_out")
         try:
             attempts = 0
             while True:
@@ -178,8 +189,11 @@ class DeviceQueue:
                     completion = await asyncio.wait_for(asyncio.shield(ticket.done), job.done_timeout_s)
                     break
                 except TimeoutError:
-                    if not self.device.status.online:
-                        continue  # the link is down: wait for it, this does not count as a retry
+                    status = self.device.status
+                    if not status.online or (status.fault and self.device.kind is not DeviceKind.PRINTER):
+                        # The link is down, or the belt is jammed / e-stopped: the command waits for
+                        # the device to come back; this does not count as a retry.
+                        continue
                     attempts += 1
                     if attempts > self.retries:
                         what = "acknowledgement" if not ticket.acked.done() else "completion"

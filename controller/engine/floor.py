@@ -228,6 +228,8 @@ class Engine:
                 self._put_stock(loc)
         self._unroute(order)
         self._enter(order, S.CANCELLED)
+        self.stats.record_order(order.stamps["cancelled"] - order.stamps.get("received", order.stamps["cancelled"]),
+                                order.stamps["cancelled"], "cancelled")
         self._finish(order)
         await self.writer.flush()
         self._retry_held()
@@ -272,7 +274,7 @@ class Engine:
                 try:
                     await steps[order.state](order)
                 except DeviceFailed as exc:
-                    self._fail(order, f"{before.value}: {exc.reason}")
+                    self._fail(order, str(exc))
                 if order.state is before:
                     break  # held, or a step that could not move on
         except asyncio.CancelledError:
@@ -396,7 +398,7 @@ class Engine:
             self._enter(order, S.LABELLED)
             self.stats.record_stage("labelling", _since(order, S.PACKED), time.time())
             return
-        raise DeviceFailed("failed", "no printer could print the label")
+        raise DeviceFailed("failed", "no printer could print the label", where="label")
 
     async def _sort(self, order: Order) -> None:
         route = self._route(order)
@@ -407,7 +409,8 @@ class Engine:
         lane = completion.result.get("lane")
         self._unroute(order)
         if lane != route.lane:
-            raise DeviceFailed("failed", f"sorted to {lane or 'no lane'} instead of {route.lane}")
+            raise DeviceFailed("failed", f"sorted to {lane or 'no lane'} instead of {route.lane}",
+                               where=f"sort at {route.sorter}")
         order.lane = lane
         self.writer.update_order(order.id, lane=lane)
         self._enter(order, S.SORTED)
@@ -507,7 +510,11 @@ class Engine:
         command_id = order.command_id(task, part)
         job = Job(_priority(order), command_id, command, task.value, order.id, lambda: send(command_id),
                   self._wall(timeout_s))
-        return await self.queues[device.device_id].run(job)
+        try:
+            return await self.queues[device.device_id].run(job)
+        except DeviceFailed as exc:
+            exc.where = exc.where or f"{task.value} at {device.device_id}"
+            raise
 
     def _wall(self, floor_seconds: float) -> float:
         return floor_seconds / self.speed
@@ -586,9 +593,14 @@ class Engine:
         return out
 
     def health(self) -> dict[str, Any]:
-        hubs = {type(h).__name__: bool(getattr(h, "connected", True)) for h in self.hubs}
-        return {"ok": self._started and all(hubs.values()), "links": hubs,
-                "writer_backlog": self.writer.backlog, "active_orders": len(self.orders)}
+        """Links up (the broker, each PLC's devices), faulted devices, and the work in hand."""
+        broker = all(bool(getattr(hub, "connected", True)) for hub in self.hubs)
+        plc_of = {d.id: d.plc for d in (*self.site.conveyors, *self.site.sorters)}
+        plcs = {plc.id: all(q.device.status.online for q in self.queues.values()
+                            if plc_of.get(q.device.device_id) == plc.id) for plc in self.site.plcs}
+        faults = {q.device.device_id: q.device.status.fault for q in self.queues.values() if q.device.status.fault}
+        return {"ok": self._started and broker and all(plcs.values()), "broker": broker, "plcs": plcs,
+                "faults": faults, "writer_backlog": self.writer.backlog, "active_orders": len(self.orders)}
 
 
 def _priority(order: Order) -> tuple[Any, ...]:

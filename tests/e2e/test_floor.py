@@ -137,7 +137,7 @@ async def test_kill_9_and_restart_mid_run(broker: Any, db_url: str, tmp_path: Pa
                     await asyncio.sleep(0.2)
                 # A tote that was on the sorter while the controller was down had no answer at its
                 # scans: the sorter sends it to the exception lane by itself, as a real one does.
-                assert {o["reason"] for o in failed["items"]} <= {"labelled: recirculation_limit"}
+                assert all(o["reason"].endswith("recirculation_limit") for o in failed["items"]), failed["items"]
                 assert shipped >= 190
                 # the re-post after the restart is idempotent: same ids, nothing new
                 again = (await client.post("/api/orders", json=body[:10])).json()

@@ -56,9 +56,12 @@ function fill(tbody, rows) { tbody.replaceChildren(...rows); }
 // The engine decides what its health reports: every yes/no (nested ones too) becomes a pill.
 function drawHealth(health) {
   const pill = (name, up) => el("span", { class: `pill ${up ? "ok" : "bad"}` }, name);
-  const pills = [pill(health.ok ? "floor OK" : "floor NOT OK", health.ok)];
+  const faults = Object.entries(health.faults || {});
+  const headline = !health.ok ? "floor NOT OK" : faults.length ? `${faults.length} device(s) faulted` : "floor OK";
+  const pills = [pill(headline, health.ok && !faults.length)];
+  for (const [device, fault] of faults) pills.push(pill(`${device}: ${fault}`, false));
   for (const [key, value] of Object.entries(health)) {
-    if (key === "ok") continue;
+    if (key === "ok" || key === "faults") continue;
     if (typeof value === "boolean") pills.push(pill(key, value));
     else if (typeof value === "number") pills.push(el("span", { class: "pill" }, `${key.replace(/_/g, " ")} ${value}`));
     else if (value && typeof value === "object") {
