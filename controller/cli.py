@@ -8,6 +8,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -37,6 +38,25 @@ def _broker(value: str) -> str:
     return value
 
 
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {value!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 1-65535, got {port}")
+    return port
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """Fail before starting anything when the API's port is taken (another demo, most often)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            raise UsageError(f"port {port} on {host} is in use (another floorctl?); choose one with --port") from None
+
+
 def _positive(value: str) -> float:
     try:
         number = float(value)
@@ -53,10 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="DEBUG, INFO, WARNING (default) or ERROR")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def common(p: argparse.ArgumentParser, *, site_default: bool = True) -> None:
-        p.add_argument("--site", type=Path, default=default_site() if site_default else None,
-                       required=not site_default, help="site file (default: config/demo.yaml)")
-        p.add_argument("--broker", type=_broker, help="MQTT broker, mqtt://HOST:PORT (default: the site file's)")
+    def common(p: argparse.ArgumentParser, *, site_default: bool = True, broker: bool = True) -> None:
+        if site_default:
+            p.add_argument("--site", type=Path, default=default_site(), help="site file (default: config/demo.yaml)")
+        else:
+            p.add_argument("--site", type=Path, required=True, help="site file describing the floor")
+        if broker:
+            p.add_argument("--broker", type=_broker, help="MQTT broker, mqtt://HOST:PORT (default: the site file's)")
 
     def storage(p: argparse.ArgumentParser, data_dir: str) -> None:
         p.add_argument("--data-dir", type=Path, default=Path(data_dir), help=f"SQLite and broker data (default {data_dir})")
@@ -69,22 +92,25 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, help="random seed (default: the site file's)")
 
     demo = sub.add_parser("demo", help="embedded broker + simulators + controller + API, fed with orders")
-    common(demo)
+    common(demo, broker=False)  # the demo always runs its own broker
     storage(demo, "data/demo")
-    demo.add_argument("--port", type=int, default=8000, help="API and panel port (default 8000)")
+    demo.add_argument("--keep-data", action="store_true",
+                      help="resume the orders left in --data-dir by an earlier demo (default: start afresh)")
+    demo.add_argument("--port", type=_port, default=8000, help="API and panel port (default 8000)")
     demo.add_argument("--orders", type=int, help="submit this many orders (default: a stream until Ctrl-C)")
-    demo.add_argument("--rate", type=_positive, default=20.0, help="orders offered per second (default 20)")
+    demo.add_argument("--rate", type=_positive, default=10.0,
+                      help="orders offered per second (default 10, within the demo floor's packing capacity)")
     demo.add_argument("--speed", type=_positive, default=50.0, help="simulators' time scale (default 50)")
     demo.add_argument("--exit-when-done", action="store_true", help="exit once every order is finished")
     demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     demo.add_argument("--timeout", type=_positive, default=900.0, help="give up after this many seconds")
-    demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--seed", type=int, default=1, help="random seed of the order generator")
 
     run = sub.add_parser("run", help="the controller and API against real devices")
     common(run, site_default=False)
     storage(run, "data")
-    run.add_argument("--host", default="127.0.0.1")
-    run.add_argument("--port", type=int, default=8000)
+    run.add_argument("--host", default="127.0.0.1", help="address the API listens on (default 127.0.0.1)")
+    run.add_argument("--port", type=_port, default=8000, help="API and panel port (default 8000)")
 
     bench = sub.add_parser("bench", help="measure the controller against the bare protocol stacks")
     bench.add_argument("--quick", action="store_true", help="about a minute instead of the full run")
@@ -124,7 +150,8 @@ async def cmd_demo(args: argparse.Namespace) -> int:
         raise UsageError("--orders must be > 0")
     if args.exit_when_done and args.orders is None:
         raise UsageError("--exit-when-done needs --orders N")
-    opts = DemoOptions(site=site, site_path=args.site, port=args.port, orders=args.orders, rate=args.rate,
+    ensure_port_free("127.0.0.1", args.port)
+    opts = DemoOptions(site=site, site_path=args.site, port=args.port, keep_data=args.keep_data, orders=args.orders, rate=args.rate,
                        speed=args.speed, exit_when_done=args.exit_when_done, as_json=args.json,
                        data_dir=args.data_dir, database_url=args.database_url, seed=args.seed,
                        timeout_s=args.timeout)
@@ -133,6 +160,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
 
 async def cmd_run(args: argparse.Namespace) -> int:
     site = load(args)
+    ensure_port_free(args.host, args.port)
     from controller.bootstrap import Controller, Settings
 
     controller = Controller(Settings(site=site, data_dir=args.data_dir, database_url=args.database_url,

@@ -7,6 +7,7 @@ import asyncio
 import gc
 import json
 import random
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ class DemoOptions:
     exit_when_done: bool = False
     as_json: bool = False
     data_dir: Path = Path("data/demo")
+    keep_data: bool = False
     database_url: str | None = None
     seed: int = 1
     timeout_s: float = 900.0
@@ -66,6 +68,8 @@ class OrderGenerator:
 async def run_demo(opts: DemoOptions) -> int:
     out = sys.stderr
     run = time.strftime("%Y%m%d%H%M%S")
+    if not opts.keep_data:
+        fresh_start(opts.data_dir)
     opts.data_dir.mkdir(parents=True, exist_ok=True)
     async with embedded_broker(data_dir=opts.data_dir / "broker") as broker_url:
         ports = {plc.id: free_port() for plc in opts.site.plcs}
@@ -79,7 +83,9 @@ async def run_demo(opts: DemoOptions) -> int:
             # (asyncua's address space makes for pauses of hundreds of milliseconds otherwise).
             gc.freeze()
             try:
-                print(f"floorctl demo: site {opts.site_path} at {opts.speed:g}x speed\n"
+                resumed = len(controller.engine.orders)
+                print(f"floorctl demo: site {opts.site_path} at {opts.speed:g}x speed"
+                      + (f", resuming {resumed} orders left in {opts.data_dir}" if resumed else "") + "\n"
                       f"  API and panel  {controller.api_url}/  (OpenAPI: {controller.api_url}/docs)\n"
                       f"  MQTT broker    {broker_url}\n"
                       + "".join(f"  PLC {pid:<10} {url}\n" for pid, url in floor.endpoints.items())
@@ -96,6 +102,13 @@ async def run_demo(opts: DemoOptions) -> int:
     if opts.exit_when_done and (summary["orders"]["lost"] or summary["orders"]["unfinished"]):
         return 1
     return 0
+
+
+def fresh_start(data_dir: Path) -> None:
+    """A demo starts from the site file's stock and no orders: remove what an earlier demo left."""
+    for name in ("floorctl.db", "floorctl.db-wal", "floorctl.db-shm"):
+        (data_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(data_dir / "broker", ignore_errors=True)
 
 
 async def _feed_and_watch(controller: Controller, opts: DemoOptions, gen: OrderGenerator) -> list[int]:

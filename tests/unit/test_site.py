@@ -89,6 +89,13 @@ def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
     assert "YAML syntax error at line" in refused(path)
 
 
+def test_duplicate_yaml_key_names_line(tmp_path: Path) -> None:
+    path = tmp_path / "twice.yaml"
+    path.write_text(DEMO.read_text() + "\nprinters:\n  - {id: prn-9}\n")
+    message = refused(path)
+    assert "YAML syntax error at line" in message and "duplicate key 'printers'" in message
+
+
 def test_missing_file_and_non_mapping(tmp_path: Path) -> None:
     assert "no such site file" in refused(tmp_path / "nope.yaml")
     path = tmp_path / "list.yaml"
