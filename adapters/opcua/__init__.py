@@ -1,4 +1,4 @@
-"""OPC UA devices: conveyors and sorters on PLCs, driven through the contract in docs/devices-opcua.md."""
+"""OPC UA devices: conveyors and sorters on PLCs, driven through the contract in docs/devices.md (OPC UA devices)."""
 
 from adapters.opcua.hub import OpcUaHub
 from adapters.opcua.tickets import CommandRejected

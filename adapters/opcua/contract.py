@@ -2,7 +2,7 @@
 
 Shared by the adapter and the PLC simulator so that both sides speak exactly the same contract.
 Node ids are not here (they come from the site file, see controller/nodemap.py); what is here is fixed by the
-contract version and must be implemented as-is by any PLC that floorctl drives. docs/devices-opcua.md
+contract version and must be implemented as-is by any PLC that floorctl drives. docs/devices.md (OPC UA devices)
 is the prose version of this module.
 """
 

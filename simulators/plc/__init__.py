@@ -1,4 +1,4 @@
-"""Simulated PLCs: conveyors and sorters speaking the floorctl OPC UA contract (docs/devices-opcua.md)."""
+"""Simulated PLCs: conveyors and sorters speaking the floorctl OPC UA contract (docs/devices.md (OPC UA devices))."""
 
 from simulators.plc.floor import plc_floor
 from simulators.plc.server import PlcSimulator, endpoint_with_port

@@ -2,7 +2,7 @@
 
 The address space is built from the same node maps the adapter reads (controller/nodemap.py), so a
 site file with other node ids gives a server with other node ids. The wire contract is written
-down in docs/devices-opcua.md.
+down in docs/devices.md (OPC UA devices).
 """
 
 from __future__ import annotations

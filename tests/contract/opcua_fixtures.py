@@ -144,7 +144,7 @@ def raw_plc() -> Callable[[str], RawPlcClient]:
 
 class RawPlcClient:
     """A plain asyncua client that knows nothing of adapters.opcua: it plays a panel in another
-    process, or checks what the PLC serves, using only docs/devices-opcua.md."""
+    process, or checks what the PLC serves, using only docs/devices.md (OPC UA devices)."""
 
     def __init__(self, endpoint: str) -> None:
         self.client = Client(endpoint, timeout=2)
