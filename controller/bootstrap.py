@@ -7,11 +7,14 @@ build the controller through `Controller`, with real adapters (or fakes, for uni
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from controller.engine.floor import Engine
@@ -43,6 +46,15 @@ def real_hubs(settings: Settings) -> list[DeviceHub]:
             OpcUaHub(settings.site, endpoints=settings.plc_endpoints or None)]
 
 
+class EmbeddedServer(uvicorn.Server):
+    """uvicorn inside our own loop. The CLI owns Ctrl-C and SIGTERM and stops the server itself, so
+    that the controller shuts down before the simulators it talks to."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 class Controller:
     """Database, writer, device links, engine and API, started and stopped together."""
 
@@ -69,11 +81,9 @@ class Controller:
             await self._serve()
 
     async def _serve(self) -> None:
-        import uvicorn
-
         config = uvicorn.Config(self.app(), host=self.settings.host, port=self.settings.port,
                                 log_level="warning", lifespan="on", access_log=False)
-        self._server = uvicorn.Server(config)
+        self._server = EmbeddedServer(config)
         self._serve_task = asyncio.create_task(self._server.serve(), name="api")
         while not self._server.started:
             if self._serve_task.done():
