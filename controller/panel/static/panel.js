@@ -105,10 +105,11 @@ function drawStats(stats) {
   const slowest = stats.slowest_device;
   $("slowest-device").textContent = slowest ? `${slowest.device_id} (${slowest.kind}) ${seconds(slowest.recent_p95_s)}` : "–";
   // A conveyor is always slower than a printer; what a supervisor needs is the printer that is slow
-  // for a printer. Rank by last-minute p95 over the kind's median.
-  const lag = (d) => d.recent_p95_s / (stats.kinds[d.kind].p50_s || Infinity);
+  // for a printer. Compare like with like: the device's last-minute p95 over its kind's p95, and list
+  // only the devices that lag their peers.
+  const lag = (d) => d.recent_p95_s / (stats.kinds[d.kind].p95_s || Infinity);
   const ranked = Object.entries(stats.devices).filter(([, d]) => d.recent_p95_s !== null && stats.kinds[d.kind])
-    .sort((a, b) => lag(b[1]) - lag(a[1])).slice(0, 10);
+    .filter(([, d]) => lag(d) >= LAGGING).sort((a, b) => lag(b[1]) - lag(a[1])).slice(0, 10);
   fill($("slow-devices").tBodies[0], ranked.map(([id, d]) => el("tr",
     { class: lag(d) >= LAGGING ? "lagging" : "" },
     el("td", {}, id), el("td", {}, d.kind), el("td", { class: "num" }, d.count),
