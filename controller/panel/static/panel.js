@@ -2,7 +2,7 @@
 "use strict";
 
 const POLL_MS = 1500;
-const LAGGING = 3;  // a device this many times its kind's median is worth a look
+const LAGGING = 1.5;  // a device this many times its kind's p95 is worth a look
 const STATE_ORDER = ["received", "held", "allocated", "picking", "conveyed", "packed", "labelled",
                      "sorted", "shipped", "exception", "cancelled"];
 // Stages in the order a tote meets them; a stage the engine adds later is listed after these.
