@@ -9,9 +9,11 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.ext.asyncio import AsyncEngine
+from swagger_ui_bundle import swagger_ui_path
 
 from controller.api.deps import EngineLike, SnapshotCache
 from controller.api.prometheus import FloorMetrics
@@ -32,6 +34,7 @@ def create_app(engine: EngineLike, db: AsyncEngine, *, lifespan: Lifespan | None
         summary="Warehouse control: orders, device timings, stock and floor statistics",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served below from local files: a site network is often offline
     )
     app.state.engine = engine
     app.state.db = db
@@ -45,6 +48,15 @@ def create_app(engine: EngineLike, db: AsyncEngine, *, lifespan: Lifespan | None
     for module in (orders, timings, stock, devices, stats, health, metrics, panel):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=panel.STATIC_DIR), name="static")
+    app.mount("/static/swagger", StaticFiles(directory=swagger_ui_path), name="swagger")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="floorctl API",
+                                   swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/swagger/swagger-ui.css",
+                                   swagger_favicon_url="/static/swagger/favicon-32x32.png")
+
     return app
 
 
