@@ -47,8 +47,8 @@ def create_app(engine: EngineLike, db: AsyncEngine, *, lifespan: Lifespan | None
 
     for module in (orders, timings, stock, devices, stats, health, metrics, panel):
         app.include_router(module.router)
-    app.mount("/static", StaticFiles(directory=panel.STATIC_DIR), name="static")
     app.mount("/static/swagger", StaticFiles(directory=swagger_ui_path), name="swagger")
+    app.mount("/static", StaticFiles(directory=panel.STATIC_DIR), name="static")
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
