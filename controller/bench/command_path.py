@@ -11,8 +11,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from controller.bench.measure import Latencies
-from controller.engine.dispatch import DeviceQueue, Job
-from controller.ports import CommandTicket, Device
+from controller.engine.dispatch import DeviceFailed, DeviceQueue, Job
+from controller.ports import CommandTicket, Completion, Device
 from controller.store.db import create_schema, make_engine
 from controller.store.writer import StoreWriter
 
@@ -40,14 +40,19 @@ class CommandPath:
         self.command = command
         self.run = run
         self._ids = itertools.count(1)
-        self._runs: set[asyncio.Task[object]] = set()
+        self._runs: set[asyncio.Task[Completion]] = set()
         self.sent = 0
 
     def queue(self, device: Device) -> DeviceQueue:
         return DeviceQueue(device, ack_timeout_s=ACK_TIMEOUT_S, retries=0, timing=self.writer.timing)
 
     async def command_ack(self, queue: DeviceQueue, issue: Issue, *, wait_done: bool) -> float | None:
-        """One command through its queue; seconds from queueing to the adapter's ack, None if lost."""
+        """One command through its queue; seconds from queueing to the adapter's ack, None if lost.
+
+        With `wait_done` the caller awaits the queue itself, as an order's coroutine does; without,
+        the command finishes in a task of its own (as the engine's diverts do) and only the ack is
+        awaited here.
+        """
         command_id = f"{self.command}.{self.run}.{next(self._ids)}"
         handed: asyncio.Future[CommandTicket] = asyncio.get_running_loop().create_future()
 
@@ -58,19 +63,29 @@ class CommandPath:
             return ticket
 
         job = Job((0,), command_id, self.command, "bench", None, send, DONE_TIMEOUT_S)
-        queued = time.time()
-        run = asyncio.create_task(queue.run(job))
         self.sent += 1
-        self._runs.add(run)
-        run.add_done_callback(self._runs.discard)
-        try:
-            ticket = await asyncio.wait_for(handed, ACK_TIMEOUT_S)
-            acked_at = await asyncio.wait_for(asyncio.shield(ticket.acked), ACK_TIMEOUT_S)
-        except Exception:  # noqa: BLE001 - timed out or rejected: counted as lost, the run carries on
-            return None
+        queued = time.time()
         if wait_done:
-            await asyncio.gather(run, return_exceptions=True)
-        return acked_at - queued
+            try:
+                await queue.run(job)
+            except DeviceFailed:  # timed out or rejected: counted as lost
+                return None
+            ticket = handed.result()
+        else:
+            async def hand_over() -> Completion:
+                nonlocal queued
+                queued = time.time()  # the task's start is the harness's, not the engine's: not timed
+                return await queue.run(job)
+
+            run = asyncio.create_task(hand_over())
+            self._runs.add(run)
+            run.add_done_callback(self._runs.discard)
+            try:
+                ticket = await asyncio.wait_for(handed, ACK_TIMEOUT_S)
+                await asyncio.wait_for(asyncio.shield(ticket.acked), ACK_TIMEOUT_S)
+            except Exception:  # noqa: BLE001 - timed out or rejected: counted as lost, the run carries on
+                return None
+        return ticket.acked.result() - queued
 
     async def sequential(self, queue: DeviceQueue, issue: Issue, count: int, *, wait_done: bool) -> Latencies:
         result = Latencies()
