@@ -51,6 +51,8 @@ def _port(value: str) -> int:
 def ensure_port_free(host: str, port: int) -> None:
     """Fail before starting anything when the API's port is taken (another demo, most often)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the server will: a port left in TIME_WAIT by a killed predecessor is free to take.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

@@ -222,7 +222,7 @@ class DeviceQueue:
     async def _wait_usable(self) -> None:
         while not self.usable:
             if self.device.kind is DeviceKind.PRINTER:
-                raise DeviceFailed("failed", f"{self.device.device_id} unavailable")
+                raise DeviceFailed("failed", f"rerouted: {self.device.device_id} unavailable")
             await self._usable.wait()
 
     def _record(self, row: dict[str, Any]) -> None:
