@@ -37,20 +37,14 @@ def _row(run: str, n: int, now: float) -> dict[str, Any]:
 
 
 class DroppedRows:
-    """The control: rows are made and handed over exactly as to the writer, then thrown away. The
+    """The control: rows are made and handed over exactly as to the writer, then let go at once. The
     loop's stalls measured with it are the machine's and the producer's own, not the writer's."""
 
-    def __init__(self) -> None:
-        self.kept: dict[str, dict[str, Any]] = {}
+    backlog = 0
+    rows = 0
 
     def timing(self, row: dict[str, Any]) -> None:
-        self.kept[row["command_id"]] = row
-
-    @property
-    def backlog(self) -> int:
-        if len(self.kept) >= HIGH_WATER:
-            self.kept = {}
-        return len(self.kept)
+        self.rows += 1
 
 
 async def _put_rows(sink: StoreWriter | DroppedRows, run: str, seconds: float) -> tuple[int, float]:
