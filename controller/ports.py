@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -45,7 +45,7 @@ class CommandTicket:
     `Completion`. Futures belong to the running loop; adapters resolve them only from the loop.
     """
 
-    __slots__ = ("command_id", "device_id", "sent_at", "acked", "done", "sends")
+    __slots__ = ("acked", "command_id", "device_id", "done", "sends", "sent_at")
 
     def __init__(self, command_id: str, device_id: str) -> None:
         loop = asyncio.get_running_loop()
@@ -70,6 +70,19 @@ class CommandTicket:
         self.ack(completion.at)
         if not self.done.done():
             self.done.set_result(completion)
+
+
+class CommandRejected(Exception):
+    """The device refused the command (its acknowledgement said rejected); `reason` is its code.
+
+    Adapters set it on `CommandTicket.acked`, and finish the ticket as failed with the same reason.
+    """
+
+    def __init__(self, device_id: str, command_id: str, reason: str) -> None:
+        super().__init__(f"{device_id} rejected {command_id}: {reason}")
+        self.device_id = device_id
+        self.command_id = command_id
+        self.reason = reason
 
 
 class DeviceUnavailable(Exception):

@@ -8,19 +8,9 @@ from collections import OrderedDict
 from typing import Any, Protocol
 
 from adapters.mqtt.wire import Topics, WireError, object_field, text_field
-from controller.ports import CommandTicket, Completion, DeviceKind, DeviceStatus
+from controller.ports import CommandRejected, CommandTicket, Completion, DeviceKind, DeviceStatus
 
 FINISHED_MEMORY = 1024  # finished tickets kept per device, so retries and late duplicates are recognised
-
-
-class CommandRejected(Exception):
-    """The device refused the command (its ack said `rejected`); `reason` is the device's code."""
-
-    def __init__(self, device_id: str, command_id: str, reason: str) -> None:
-        super().__init__(f"{device_id} rejected {command_id}: {reason}")
-        self.device_id = device_id
-        self.command_id = command_id
-        self.reason = reason
 
 
 class CommandChannel(Protocol):

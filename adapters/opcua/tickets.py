@@ -6,17 +6,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from controller.ports import CommandTicket, Completion
-
-
-class CommandRejected(Exception):
-    """The device answered a command with `rejected:<reason>`; `reason` is the device's code."""
-
-    def __init__(self, device_id: str, command_id: str, reason: str) -> None:
-        super().__init__(f"{device_id} rejected {command_id}: {reason}")
-        self.device_id = device_id
-        self.command_id = command_id
-        self.reason = reason
+from controller.ports import CommandRejected, CommandTicket, Completion
 
 
 @dataclass(slots=True)

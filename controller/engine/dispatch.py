@@ -18,7 +18,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.ports import CommandTicket, Completion, Device, DeviceKind, DeviceStatus, DeviceUnavailable
+from controller.ports import (
+    CommandRejected,
+    CommandTicket,
+    Completion,
+    Device,
+    DeviceKind,
+    DeviceStatus,
+    DeviceUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -203,8 +211,10 @@ class DeviceQueue:
                              attempts)
                 except (DeviceFailed, asyncio.CancelledError):
                     raise
-                except Exception as exc:  # the device rejected the command
-                    raise DeviceFailed("failed", f"rejected: {exc}") from None
+                except CommandRejected as exc:
+                    raise DeviceFailed("failed", f"rejected: {exc.reason}") from None
+                except Exception as exc:  # an adapter's own failure to deliver, e.g. the link closing
+                    raise DeviceFailed("failed", f"not delivered: {exc}") from None
             row["completed_at"] = completion.at
             if not completion.ok:
                 raise DeviceFailed("failed", completion.reason or "failed")
