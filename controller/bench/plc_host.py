@@ -25,7 +25,7 @@ from asyncua import ua
 from controller.bench.gc_pauses import GcPauses
 from controller.site import load_site
 from simulators.plc import PlcSimulator, plc_floor
-from simulators.plc.sorter import INDUCT_TO_SCAN_M
+from simulators.plc.sorter import INDUCT_TO_SCAN_M, SimSorter
 
 ECHO_NODE = "Bench.Echo"
 
@@ -39,10 +39,16 @@ async def add_echo_variable(sim: PlcSimulator) -> None:
     await node.set_writable()
 
 
+def _sorter(sims: dict[str, PlcSimulator], sorter_id: str) -> SimSorter:
+    for sim in sims.values():
+        with contextlib.suppress(KeyError):
+            return sim.sorter(sorter_id)
+    raise KeyError(f"no sorter {sorter_id!r} on any PLC")
+
+
 async def induct(sims: dict[str, PlcSimulator], sorter_id: str, rate: float, seconds: float,
                  prefix: str) -> dict[str, Any]:
-    sim = next(s for s in sims.values() if sorter_id in s._sorters)
-    sorter = sim.sorter(sorter_id)
+    sorter = _sorter(sims, sorter_id)
     first = len(sorter.scans)
     total = int(rate * seconds)
     started = time.perf_counter()
