@@ -10,7 +10,8 @@ from typing import Any, Protocol
 from adapters.mqtt.wire import Topics, WireError, object_field, text_field
 from controller.ports import CommandRejected, CommandTicket, Completion, DeviceKind, DeviceStatus
 
-FINISHED_MEMORY = 1024  # finished tickets kept per device, so retries and late duplicates are recognised
+FINISHED_MEMORY = 128  # finished tickets kept per device, so retries and late duplicates are recognised
+# (a ticket with its futures is about 1 kB: 1,024 of them on each of 240 pick lights was 250 MB)
 
 
 class CommandChannel(Protocol):

@@ -21,7 +21,7 @@ class TicketBook:
     every unfinished command can be sent again. Finished tickets are kept (up to `capacity`, oldest
     dropped first) so that a late re-submit gets the finished ticket back without going on the wire."""
 
-    def __init__(self, device_id: str, capacity: int = 100_000) -> None:
+    def __init__(self, device_id: str, capacity: int = 2048) -> None:
         self.device_id = device_id
         self._capacity = capacity
         self._entries: OrderedDict[str, Entry] = OrderedDict()
@@ -31,8 +31,14 @@ class TicketBook:
 
     def open(self, command_id: str, method: str, args: tuple[str, ...]) -> Entry:
         entry = self._entries[command_id] = Entry(CommandTicket(command_id, self.device_id), method, args)
-        while len(self._entries) > self._capacity:
-            self._entries.popitem(last=False)
+        # Forget the oldest FINISHED tickets past the capacity; an unfinished one (a tote still on the
+        # loop) is kept whatever its age, so its completion still finds it.
+        for _ in range(len(self._entries) - self._capacity):
+            oldest_id, oldest = next(iter(self._entries.items()))
+            if oldest.ticket.done.done():
+                del self._entries[oldest_id]
+            else:
+                self._entries.move_to_end(oldest_id)
         return entry
 
     def unfinished(self) -> list[Entry]:

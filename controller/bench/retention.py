@@ -70,5 +70,5 @@ def retained_by_adapters(site: Site, commands: Counter[str]) -> dict[str, Any]:
             "opcua_tickets_kept": sum(len(d.tickets._entries) for d in opcua.values()),
             "rss_mb": round(grown / 2**20, 1), "bytes_per_ticket": round(grown / kept) if kept else None,
             "full_gc_ms_before": before_ms, "full_gc_ms_after": after_ms,
-            "holders": "adapters/mqtt/devices.py FINISHED_MEMORY (1,024 per device), "
-                       "adapters/opcua/tickets.py TicketBook capacity (100,000 per device)"}
+            "holders": "adapters/mqtt/devices.py FINISHED_MEMORY (128 per device), "
+                       "adapters/opcua/tickets.py TicketBook capacity (2,048 finished per device)"}

@@ -184,4 +184,6 @@ async def test_ticket_book_forgets_refusals_and_keeps_finished_tickets() -> None
     assert not book.finish(Completion("c9", ok=True, at=1.0))
     assert book.unfinished() == [waiting] and book.get("c2") is done
     book.open("c4", "Transport", ("c4", "T", "PS-1"))
-    assert book.get("c2") is None  # over capacity: the oldest goes
+    assert book.get("c2") is None  # over capacity: the oldest finished one goes
+    book.open("c5", "Transport", ("c5", "T", "PS-1"))
+    assert book.get("c3") is waiting  # an unfinished one stays, however old
