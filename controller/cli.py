@@ -134,6 +134,7 @@ async def cmd_sim(args: argparse.Namespace) -> int:
     from simulators.floor import simulated_floor
 
     async with simulated_floor(site, broker_url=site.broker.url, speed=args.speed, seed=args.seed) as floor:
+        gc.collect()  # collect first: what is frozen is never freed
         gc.freeze()  # the PLC servers' address spaces: a full collection walking them stalls every scan
         mqtt = [d.id for d in (*site.pick_lights, *site.printers, *site.pack_stations)]
         print(f"floorctl sim: {site.site} at {args.speed:g}x speed\n"
@@ -168,6 +169,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
     controller = Controller(Settings(site=site, data_dir=args.data_dir, database_url=args.database_url,
                                      broker_url=site.broker.url, host=args.host, port=args.port))
     await controller.start()
+    gc.collect()  # collect first: what is frozen is never freed
     gc.freeze()  # long-lived objects from start-up: keep the collector's pauses short
     print(f"floorctl run: site {site.site}; API and panel on {controller.api_url}/", flush=True)
     try:

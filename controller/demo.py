@@ -81,6 +81,7 @@ async def run_demo(opts: DemoOptions) -> int:
             await controller.start()
             # Everything built so far lives as long as the run: keep the collector from walking it
             # (asyncua's address space makes for pauses of hundreds of milliseconds otherwise).
+            gc.collect()  # collect first: what is frozen is never freed
             gc.freeze()
             try:
                 resumed = len(controller.engine.orders)

@@ -85,6 +85,9 @@ class Engine:
         self._intake = asyncio.Lock()
         self._routes: dict[str, Route] = {}  # tote -> where the sorter must send it
         self._recirculations: Counter[str] = Counter()
+        # Totes heading for each pack station (chosen, not yet packed): without them every order that
+        # chooses in the same instant sees the same empty queue and herds to one station.
+        self._inbound: Counter[str] = Counter()
         self._sorter_of_scan_point = {s.scan_point: s for s in site.sorters}
         self._printer_ready = asyncio.Event()
         self._divert_tasks: set[asyncio.Task[None]] = set()
@@ -155,6 +158,8 @@ class Engine:
                                   if getattr(r, f"{s.value}_at") is not None})
             self.orders[order.id] = order
             self._by_external[order.external_id] = order.id
+            if order.pack_station and "packed" not in order.stamps:
+                self._inbound[order.pack_station] += 1
             if order.tote and order.state is S.LABELLED:
                 self._route(order)
         await self.writer.flush()
@@ -227,6 +232,8 @@ class Engine:
             if loc is not None:
                 self._put_stock(loc)
         self._unroute(order)
+        if order.pack_station and order.stamps.get("packed") is None:
+            self._inbound[order.pack_station] -= 1
         self._enter(order, S.CANCELLED)
         self.stats.record_order(order.stamps["cancelled"] - order.stamps.get("received", order.stamps["cancelled"]),
                                 order.stamps["cancelled"], "cancelled")
@@ -352,7 +359,8 @@ class Engine:
     async def _convey(self, order: Order) -> None:
         started = time.time()
         if order.pack_station is None:
-            order.pack_station = self._choose(DeviceKind.PACK_STATION)
+            order.pack_station = self._choose_station()
+            self._inbound[order.pack_station] += 1
             order.tote = order.tote or f"T{order.id:08d}"
             self.writer.update_order(order.id, pack_station=order.pack_station, tote=order.tote)
             await self.writer.flush()  # the choice survives a restart before the tote moves
@@ -368,6 +376,7 @@ class Engine:
         await self._run(order, Task.PACK, station, "pack", 0,
                         lambda cid: station.pack(cid, str(order.id), order.tote or "", order.items),
                         self.site.timeouts.pack_s)
+        self._inbound[order.pack_station or ""] -= 1
         self._enter(order, S.PACKED)
         self.stats.record_stage("packing", _since(order, S.CONVEYED), time.time())
 
@@ -532,10 +541,11 @@ class Engine:
         candidates = [cv.id for cv in self.site.conveyors if station in cv.destinations]
         return min(candidates, key=lambda cid: self.queues[cid].load if cid in self.queues else math.inf)
 
-    def _choose(self, kind: DeviceKind) -> str:
-        queues = [q for q in self.queues.values() if q.device.kind is kind]
+    def _choose_station(self) -> str:
+        """The pack station with the fewest totes queued, packing or on their way; ties take turns."""
+        queues = [q for q in self.queues.values() if q.device.kind is DeviceKind.PACK_STATION]
         usable = [q for q in queues if q.usable] or queues
-        return min(usable, key=DeviceQueue.preference).device.device_id
+        return min(usable, key=lambda q: (self._inbound[q.device.device_id], q.served)).device.device_id
 
     async def _available_printer(self) -> str:
         while True:
