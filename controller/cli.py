@@ -117,8 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measure the controller against the bare protocol stacks")
     bench.add_argument("--quick", action="store_true", help="about a minute instead of the full run")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
-    bench.add_argument("--database-url", help="PostgreSQL for the writer benchmark "
-                                              "(default: FLOORCTL_DATABASE_URL, else skipped)")
+    bench.add_argument("--database-url", help="PostgreSQL for the writer benchmark (default: FLOORCTL_DATABASE_URL, "
+                                              "else the local server at 127.0.0.1:5432/test; skipped, with the "
+                                              "reason, when it cannot be reached)")
     return parser
 
 
