@@ -31,8 +31,8 @@ ECHO_NODE = "Bench.Echo"
 
 
 async def add_echo_variable(sim: PlcSimulator) -> None:
-    # PlcSimulator has no public handle on its server; the bare write needs a writable node on it.
-    server = sim._server
+    # The bare write needs a writable node of its own on the simulator's server.
+    server = sim.server
     assert server is not None, "start the simulator first"
     namespace = await server.get_namespace_index(f"urn:floorctl:plc:{sim.plc.id}")
     node = await server.nodes.objects.add_variable(ua.NodeId(ua.String(ECHO_NODE), ua.Int16(namespace)), ECHO_NODE, 0.0)
