@@ -89,6 +89,9 @@ class Engine:
         # chooses in the same instant sees the same empty queue and herds to one station.
         self._inbound: Counter[str] = Counter()
         self._sorter_of_scan_point = {s.scan_point: s for s in site.sorters}
+        self._locations = {loc.id: loc for loc in site.locations}
+        self._sorters = {s.id: s for s in site.sorters}
+        self._carriers = {c.id: c for c in site.carriers}
         self._printer_ready = asyncio.Event()
         self._divert_tasks: set[asyncio.Task[None]] = set()
         self._started = False
@@ -343,7 +346,7 @@ class Engine:
         await self._convey(order)
 
     async def _pick_line(self, order: Order, line: OrderLine) -> None:
-        location = self.site_location(line.location or "")
+        location = self._locations[line.location or ""]
         qty = line.qty - line.picked_qty
         light = self._device(location.pick_light)
         completion = await self._run(order, Task.PICK, light, "show", line.line_no,
@@ -381,7 +384,7 @@ class Engine:
         self.stats.record_stage("packing", _since(order, S.CONVEYED), time.time())
 
     async def _label(self, order: Order) -> None:
-        carrier = self.site.carrier(order.carrier)
+        carrier = self._carriers[order.carrier]
         zpl = shipping_label(order_id=order.id, external_id=order.external_id, carrier=carrier.id,
                              tote=order.tote or "", lane=carrier.lane, items=order.items)
         printers = [d for d in self.queues.values() if d.device.kind is DeviceKind.PRINTER]
@@ -412,7 +415,7 @@ class Engine:
     async def _sort(self, order: Order) -> None:
         route = self._route(order)
         sorter = self._device(route.sorter)
-        timeout = self.site.timeouts.divert_s * (self._sorter(route.sorter).max_recirculations + 2)
+        timeout = self.site.timeouts.divert_s * (self._sorters[route.sorter].max_recirculations + 2)
         completion = await self._run(order, Task.INDUCT, sorter, "induct", 0,
                                      lambda cid: sorter.induct(cid, order.tote or ""), timeout)
         lane = completion.result.get("lane")
@@ -465,7 +468,7 @@ class Engine:
             log.info("divert %s: %s", job.command_id, exc)
 
     def _route(self, order: Order) -> Route:
-        carrier = self.site.carrier(order.carrier)
+        carrier = self._carriers[order.carrier]
         route = Route(order.id, carrier.lane, carrier.sorter)
         self._routes[order.tote or ""] = route
         return route
@@ -530,12 +533,6 @@ class Engine:
 
     def _device(self, device_id: str) -> Any:
         return self.queues[device_id].device
-
-    def site_location(self, location_id: str) -> Any:
-        return next(loc for loc in self.site.locations if loc.id == location_id)
-
-    def _sorter(self, sorter_id: str) -> Any:
-        return next(s for s in self.site.sorters if s.id == sorter_id)
 
     def _conveyor_to(self, station: str) -> str:
         candidates = [cv.id for cv in self.site.conveyors if station in cv.destinations]
