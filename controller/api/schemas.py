@@ -51,7 +51,7 @@ def _one_or_many(body: Any) -> str:
 # One order or a list of them. The tag picks the branch up front, so a bad body gets the errors of
 # the shape it was sent in (loc ["body", "order", ...] or ["body", "orders", 3, ...]), not both.
 OrderPayload = Annotated[
-    Annotated[OrderCreate, Tag("order")] | Annotated[list[OrderCreate], Tag("orders")],
+    Annotated[OrderCreate, Tag("order")] | Annotated[list[OrderCreate], Field(min_length=1), Tag("orders")],
     Discriminator(_one_or_many),
 ]
 

@@ -277,6 +277,13 @@ async def test_invalid_orders_get_a_message_per_field(client: httpx.AsyncClient)
     assert (await client.post("/api/orders", json="WEB-9")).status_code == 422
 
 
+async def test_an_empty_list_is_refused(client: httpx.AsyncClient, floor: FakeFloor) -> None:
+    response = await client.post("/api/orders", json=[])
+    assert response.status_code == 422
+    assert "at least 1" in response.text
+    assert floor.counters["api_invalid_requests"] == 1
+
+
 async def test_unknown_sku_and_carrier_are_422_naming_them(client: httpx.AsyncClient, floor: FakeFloor) -> None:
     body = order_body("X", carrier="FEDEX", lines=[{"sku": "SKU-0001", "qty": 1}, {"sku": "NOPE", "qty": 1}])
     response = await client.post("/api/orders", json=body)
