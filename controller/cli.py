@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import os
 import signal
@@ -132,11 +131,11 @@ def load(args: argparse.Namespace) -> Site:
 
 async def cmd_sim(args: argparse.Namespace) -> int:
     site = load(args)
+    from controller.bootstrap import freeze_startup_heap
     from simulators.floor import simulated_floor
 
     async with simulated_floor(site, broker_url=site.broker.url, speed=args.speed, seed=args.seed) as floor:
-        gc.collect()  # collect first: what is frozen is never freed
-        gc.freeze()  # the PLC servers' address spaces: a full collection walking them stalls every scan
+        freeze_startup_heap()
         mqtt = [d.id for d in (*site.pick_lights, *site.printers, *site.pack_stations)]
         print(f"floorctl sim: {site.site} at {args.speed:g}x speed\n"
               f"  MQTT {site.broker.url}: {len(mqtt)} devices under {site.broker.topic_root}/\n"
@@ -165,13 +164,12 @@ async def cmd_demo(args: argparse.Namespace) -> int:
 async def cmd_run(args: argparse.Namespace) -> int:
     site = load(args)
     ensure_port_free(args.host, args.port)
-    from controller.bootstrap import Controller, Settings
+    from controller.bootstrap import Controller, Settings, freeze_startup_heap
 
     controller = Controller(Settings(site=site, data_dir=args.data_dir, database_url=args.database_url,
                                      broker_url=site.broker.url, host=args.host, port=args.port))
     await controller.start()
-    gc.collect()  # collect first: what is frozen is never freed
-    gc.freeze()  # long-lived objects from start-up: keep the collector's pauses short
+    freeze_startup_heap()
     print(f"floorctl run: site {site.site}; API and panel on {controller.api_url}/", flush=True)
     try:
         await _until_signalled()

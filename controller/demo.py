@@ -4,7 +4,6 @@ generated orders; and the run's summary, computed from what the database recorde
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import random
 import shutil
@@ -17,7 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from controller.bootstrap import Controller, Settings
+from controller.bootstrap import Controller, Settings, freeze_startup_heap
 from controller.domain.model import NewOrder
 from controller.engine.stats import percentile
 from controller.site import Site
@@ -79,10 +78,7 @@ async def run_demo(opts: DemoOptions) -> int:
                                 plc_endpoints=floor.endpoints, speed=opts.speed, port=opts.port)
             controller = Controller(settings)
             await controller.start()
-            # Everything built so far lives as long as the run: keep the collector from walking it
-            # (asyncua's address space makes for pauses of hundreds of milliseconds otherwise).
-            gc.collect()  # collect first: what is frozen is never freed
-            gc.freeze()
+            freeze_startup_heap()
             try:
                 resumed = len(controller.engine.orders)
                 print(f"floorctl demo: site {opts.site_path} at {opts.speed:g}x speed"
