@@ -171,10 +171,11 @@ class Engine:
     async def receive(self, new_orders: list[NewOrder]) -> list[Received]:
         self._validate(new_orders)
         async with self._intake:
-            wanted = {o.external_id for o in new_orders} - self._by_external.keys()
+            asked = {o.external_id for o in new_orders}
             known: dict[str, tuple[int, S]] = {
-                ext: (oid, self.orders[oid].state) for ext, oid in self._by_external.items()
-                if ext in {o.external_id for o in new_orders}}
+                ext: (self._by_external[ext], self.orders[self._by_external[ext]].state)
+                for ext in asked if ext in self._by_external}
+            wanted = asked - known.keys()  # not active: look in the database
             if wanted:
                 async with self.db.connect() as conn:
                     for row in (await conn.execute(select(OrderRow.id, OrderRow.external_id, OrderRow.state)
