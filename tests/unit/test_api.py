@@ -415,6 +415,13 @@ async def test_timings_filtered_and_paged(client: httpx.AsyncClient) -> None:
     assert (await client.get("/api/timings", params={"format": "xml"})).status_code == 422
 
 
+async def test_timings_refuse_unknown_filter_values(client: httpx.AsyncClient) -> None:
+    for query in ("device_kind=robot", "outcome=fine", "task=dance"):
+        response = await client.get(f"/api/timings?{query}")
+        assert response.status_code == 422, query
+        assert query.split("=")[0] in response.text
+
+
 @pytest.mark.parametrize("read, slice_", [(2000, 200), (3, 2)])
 async def test_timings_as_csv(client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, read: int, slice_: int) -> None:
     # Small reads and slices put chunk edges everywhere, ties in queued_at included.

@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from controller.api.deps import DbDep, Limit, Offset, SessionDep
 from controller.api.instants import Instant
 from controller.api.schemas import CommandTiming, Paged, timing_values
+from controller.domain.model import Task
+from controller.ports import DeviceKind
 from controller.store import queries
 from controller.store.queries import TimingFilter
 
@@ -36,9 +38,9 @@ async def list_timings(
     session: SessionDep,
     db: DbDep,
     device_id: str | None = None,
-    device_kind: str | None = None,
-    task: str | None = None,
-    outcome: str | None = None,
+    device_kind: DeviceKind | None = None,
+    task: Task | None = None,
+    outcome: Literal["ok", "failed", "timed_out", "cancelled"] | None = None,
     since: Annotated[Instant | None, Query(description="queued at or after: ISO 8601 or epoch seconds")] = None,
     until: Annotated[Instant | None, Query(description="queued before: ISO 8601 or epoch seconds")] = None,
     limit: Limit = 50,
@@ -46,7 +48,8 @@ async def list_timings(
     format: Literal["json", "csv"] = "json",
 ) -> Any:
     """Commands in the order they were queued. `format=csv` ignores limit/offset and streams them all."""
-    filt = TimingFilter(device_id=device_id, device_kind=device_kind, task=task, outcome=outcome,
+    filt = TimingFilter(device_id=device_id, device_kind=device_kind.value if device_kind else None,
+                        task=task.value if task else None, outcome=outcome,
                         since=since, until=until)
     if format == "csv":
         return StreamingResponse(csv_chunks(db, filt), media_type="text/csv; charset=utf-8",
