@@ -74,13 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="DEBUG, INFO, WARNING (default) or ERROR")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def common(p: argparse.ArgumentParser, *, site_default: bool = True, broker: bool = True) -> None:
+    def common(p: argparse.ArgumentParser, *, site_default: bool = True) -> None:
         if site_default:
             p.add_argument("--site", type=Path, default=default_site(), help="site file (default: config/demo.yaml)")
         else:
             p.add_argument("--site", type=Path, required=True, help="site file describing the floor")
-        if broker:
-            p.add_argument("--broker", type=_broker, help="MQTT broker, mqtt://HOST:PORT (default: the site file's)")
+        p.add_argument("--broker", type=_broker, help="MQTT broker, mqtt://HOST:PORT (default: the site file's)")
 
     def storage(p: argparse.ArgumentParser, data_dir: str) -> None:
         p.add_argument("--data-dir", type=Path, default=Path(data_dir), help=f"SQLite and broker data (default {data_dir})")
@@ -93,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, help="random seed (default: the site file's)")
 
     demo = sub.add_parser("demo", help="embedded broker + simulators + controller + API, fed with orders")
-    common(demo, broker=False)  # the demo always runs its own broker
+    demo.add_argument("--site", type=Path, default=default_site(), help="site file (default: config/demo.yaml)")
+    demo.add_argument("--broker", type=_broker,
+                      help="use this MQTT broker, mqtt://HOST:PORT (default: start an embedded one on a free port)")
     storage(demo, "data/demo")
     demo.add_argument("--keep-data", action="store_true",
                       help="resume the orders left in --data-dir by an earlier demo (default: start afresh)")
@@ -154,7 +155,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     if args.exit_when_done and args.orders is None:
         raise UsageError("--exit-when-done needs --orders N")
     ensure_port_free("127.0.0.1", args.port)
-    opts = DemoOptions(site=site, site_path=args.site, port=args.port, keep_data=args.keep_data, orders=args.orders, rate=args.rate,
+    opts = DemoOptions(site=site, site_path=args.site, port=args.port, keep_data=args.keep_data, broker_url=args.broker, orders=args.orders, rate=args.rate,
                        speed=args.speed, exit_when_done=args.exit_when_done, as_json=args.json,
                        data_dir=args.data_dir, database_url=args.database_url, seed=args.seed,
                        timeout_s=args.timeout)

@@ -4,6 +4,7 @@ generated orders; and the run's summary, computed from what the database recorde
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import shutil
@@ -40,6 +41,7 @@ class DemoOptions:
     as_json: bool = False
     data_dir: Path = Path("data/demo")
     keep_data: bool = False
+    broker_url: str | None = None  # an external broker; None starts an embedded one
     database_url: str | None = None
     seed: int = 1
     timeout_s: float = 900.0
@@ -70,7 +72,9 @@ async def run_demo(opts: DemoOptions) -> int:
     if not opts.keep_data:
         fresh_start(opts.data_dir)
     opts.data_dir.mkdir(parents=True, exist_ok=True)
-    async with embedded_broker(data_dir=opts.data_dir / "broker") as broker_url:
+    broker = (contextlib.nullcontext(opts.broker_url) if opts.broker_url
+              else embedded_broker(data_dir=opts.data_dir / "broker"))
+    async with broker as broker_url:
         ports = {plc.id: free_port() for plc in opts.site.plcs}
         async with simulated_floor(opts.site, broker_url=broker_url, speed=opts.speed, plc_ports=ports) as floor:
             settings = Settings(site=opts.site.with_broker_url(broker_url), data_dir=opts.data_dir,
