@@ -314,9 +314,6 @@ class Site(_Model):
     def plc(self, plc_id: str) -> Plc:
         return next(p for p in self.plcs if p.id == plc_id)
 
-    def carrier(self, carrier_id: str) -> Carrier:
-        return next(c for c in self.carriers if c.id == carrier_id)
-
     def skus(self) -> set[str]:
         return {loc.sku for loc in self.locations}
 
@@ -374,7 +371,7 @@ def load_site(path: str | Path) -> Site:
     except OSError as exc:
         raise SiteError(f"{path}: cannot read: {exc.strerror}") from None
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

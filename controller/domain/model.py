@@ -21,17 +21,6 @@ class OrderState(StrEnum):
 
 
 TERMINAL = frozenset({OrderState.SHIPPED, OrderState.CANCELLED})
-# The happy path in order; each state is reached when the stage before it has finished.
-FLOW = (
-    OrderState.RECEIVED,
-    OrderState.ALLOCATED,
-    OrderState.PICKING,
-    OrderState.CONVEYED,
-    OrderState.PACKED,
-    OrderState.LABELLED,
-    OrderState.SORTED,
-    OrderState.SHIPPED,
-)
 # Stage timestamps kept per order: the time each state was entered.
 STAGE_STAMPS = tuple(s.value for s in OrderState)
 

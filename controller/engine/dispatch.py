@@ -84,6 +84,9 @@ class DeviceQueue:
         self.in_flight = 0
         self.served = 0  # commands taken, so that equally loaded devices take turns
         self.in_rotation = True  # printers are taken out of rotation when they fail or go silent
+        # A printer's work can go to another printer: its queue hands jobs back instead of holding
+        # them while it is faulted or away. Every other device's orders wait for that device.
+        self.reroutes = device.kind is DeviceKind.PRINTER
         self._usable = asyncio.Event()
         self.update_status(device.status)
 
@@ -91,7 +94,7 @@ class DeviceQueue:
     @property
     def usable(self) -> bool:
         status = self.device.status
-        return status.online and self.in_rotation and not (self.device.kind is DeviceKind.PRINTER and status.fault)
+        return status.online and self.in_rotation and not (self.reroutes and status.fault)
 
     @property
     def load(self) -> int:
@@ -106,14 +109,14 @@ class DeviceQueue:
         return (self.load, self.served)
 
     def update_status(self, status: DeviceStatus) -> None:
-        if self.device.kind is DeviceKind.PRINTER and status.online and not status.fault:
+        if self.reroutes and status.online and not status.fault:
             self.in_rotation = True  # back from a fault: the printer says it is ready
         if self.usable:
             self._usable.set()
             self._pump()
         else:
             self._usable.clear()
-            if self.device.kind is DeviceKind.PRINTER:
+            if self.reroutes:
                 self.fail_waiting(status.fault or "offline")
 
     def take_out_of_rotation(self, reason: str) -> None:
@@ -131,7 +134,7 @@ class DeviceQueue:
 
     # ---- running a command -------------------------------------------------------------------
     async def run(self, job: Job) -> Completion:
-        if self.device.kind is DeviceKind.PRINTER and not self.usable:
+        if self.reroutes and not self.usable:
             # It went away between the order choosing it and queueing here: choose again.
             raise DeviceFailed("failed", f"rerouted: {self.device.device_id} unavailable")
         job.go = asyncio.get_running_loop().create_future()
@@ -198,7 +201,7 @@ class DeviceQueue:
                     break
                 except TimeoutError:
                     status = self.device.status
-                    if not status.online or (status.fault and self.device.kind is not DeviceKind.PRINTER):
+                    if not status.online or (status.fault and not self.reroutes):
                         # The link is down, or the belt is jammed / e-stopped: the command waits for
                         # the device to come back; this does not count as a retry.
                         continue
@@ -231,7 +234,7 @@ class DeviceQueue:
 
     async def _wait_usable(self) -> None:
         while not self.usable:
-            if self.device.kind is DeviceKind.PRINTER:
+            if self.reroutes:
                 raise DeviceFailed("failed", f"rerouted: {self.device.device_id} unavailable")
             await self._usable.wait()
 

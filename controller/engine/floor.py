@@ -92,6 +92,8 @@ class Engine:
         self._locations = {loc.id: loc for loc in site.locations}
         self._sorters = {s.id: s for s in site.sorters}
         self._carriers = {c.id: c for c in site.carriers}
+        self._skus = site.skus()
+        self._plc_of = {d.id: d.plc for d in (*site.conveyors, *site.sorters)}
         self._printer_ready = asyncio.Event()
         self._divert_tasks: set[asyncio.Task[None]] = set()
         self._started = False
@@ -207,8 +209,7 @@ class Engine:
         return results
 
     def _validate(self, new_orders: list[NewOrder]) -> None:
-        skus = self.site.skus()
-        carriers = {c.id for c in self.site.carriers}
+        skus, carriers = self._skus, self._carriers
         problems: dict[str, str] = {}
         many = len(new_orders) > 1
         for i, new in enumerate(new_orders):
@@ -454,8 +455,9 @@ class Engine:
         if queue is None:
             return
         device: Any = queue.device
-        job = Job((0,), f"d.{sorter.id}.{scan.scan_id}", "divert", Task.DIVERT.value, order_id,
-                  lambda: device.divert(f"d.{sorter.id}.{scan.scan_id}", scan.scan_id, lane),
+        command_id = f"d.{sorter.id}.{scan.scan_id}"
+        job = Job((0,), command_id, "divert", Task.DIVERT.value, order_id,
+                  lambda: device.divert(command_id, scan.scan_id, lane),
                   self._wall(self.site.timeouts.divert_s))
         task = asyncio.create_task(self._divert(queue, job))
         self._divert_tasks.add(task)
@@ -603,9 +605,8 @@ class Engine:
     def health(self) -> dict[str, Any]:
         """Links up (the broker, each PLC's devices), faulted devices, and the work in hand."""
         broker = all(bool(getattr(hub, "connected", True)) for hub in self.hubs)
-        plc_of = {d.id: d.plc for d in (*self.site.conveyors, *self.site.sorters)}
         plcs = {plc.id: all(q.device.status.online for q in self.queues.values()
-                            if plc_of.get(q.device.device_id) == plc.id) for plc in self.site.plcs}
+                            if self._plc_of.get(q.device.device_id) == plc.id) for plc in self.site.plcs}
         faults = {q.device.device_id: q.device.status.fault for q in self.queues.values() if q.device.status.fault}
         return {"ok": self._started and broker and all(plcs.values()), "broker": broker, "plcs": plcs,
                 "faults": faults, "writer_backlog": self.writer.backlog, "active_orders": len(self.orders)}

@@ -33,9 +33,6 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def is_sqlite(engine: AsyncEngine) -> bool:
-    return engine.dialect.name == "sqlite"
-
 
 def make_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
@@ -59,8 +56,3 @@ async def create_schema(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         await conn.run_sync(SQLModel.metadata.create_all)
 
-
-async def drop_schema(engine: AsyncEngine) -> None:
-    """Tests only: start from an empty database."""
-    async with engine.begin() as conn:
-        await conn.run_sync(SQLModel.metadata.drop_all)

@@ -11,7 +11,7 @@ from controller.site import Conveyor
 from simulators.clock import SimClock
 from simulators.plc.drive import Move
 from simulators.plc.machine import Machine
-from simulators.plc.reports import Completed, Reports, Scanned
+from simulators.plc.reports import Completed, Reports
 
 
 @dataclass(slots=True)
@@ -26,10 +26,8 @@ class _Tote:
 class SimConveyor(Machine):
     def __init__(self, spec: Conveyor, clock: SimClock, reports: Reports, *, no_read_rate: float,
                  next_scan_id: Callable[[], str]) -> None:
-        super().__init__(spec.id, clock, reports)
+        super().__init__(spec.id, clock, reports, no_read_rate=no_read_rate, next_scan_id=next_scan_id)
         self.spec = spec
-        self._no_read_rate = no_read_rate
-        self._next_scan_id = next_scan_id
         self._scan_points = {seg.id: [sp.id for sp in spec.scan_points if sp.segment == seg.id]
                              for seg in spec.segments}
         self._totes: dict[str, _Tote] = {}  # by command id
@@ -63,8 +61,7 @@ class SimConveyor(Machine):
 
     def _segment_end(self, tote: _Tote) -> None:
         for scan_point in self._scan_points[self.spec.segments[tote.segment].id]:
-            barcode = None if self.clock.chance(self._no_read_rate) else tote.tote_id
-            self.reports(Scanned(self.device_id, scan_point, self._next_scan_id(), barcode, time.time()))
+            self.reports(self.read(scan_point, tote.tote_id))
         tote.segment += 1
         if tote.segment < len(self.spec.segments):
             self._ride(tote)

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from adapters.opcua.contract import MachineryItemState, MachineryOperationMode
 from simulators.clock import SimClock
 from simulators.plc.drive import Drive
-from simulators.plc.reports import CommandLog, Reports, StatusChanged
+from simulators.plc.reports import CommandLog, Reports, Scanned, StatusChanged
 
 
 class Machine:
-    def __init__(self, device_id: str, clock: SimClock, reports: Reports) -> None:
+    def __init__(self, device_id: str, clock: SimClock, reports: Reports, *, no_read_rate: float,
+                 next_scan_id: Callable[[], str]) -> None:
         self.device_id = device_id
+        self._no_read_rate = no_read_rate
+        self._next_scan_id = next_scan_id
         self.clock = clock
         self.reports = reports
         self.drive = Drive(clock, device_id)
@@ -60,6 +64,11 @@ class Machine:
         if status != self._last:
             self._last = status
             self.reports(status)
+
+    def read(self, scan_point: str, tote_id: str) -> Scanned:
+        """One scanner read at a scan point: the tote's barcode, or a no-read at the configured rate."""
+        barcode = None if self.clock.chance(self._no_read_rate) else tote_id
+        return Scanned(self.device_id, scan_point, self._next_scan_id(), barcode, time.time())
 
     # --- faults --------------------------------------------------------------------------------
     def inject_jam(self, segment: str | None = None) -> None:

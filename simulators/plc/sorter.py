@@ -13,7 +13,7 @@ from controller.site import Sorter
 from simulators.clock import SimClock
 from simulators.plc.drive import Move
 from simulators.plc.machine import Machine
-from simulators.plc.reports import Completed, Diverted, Reports, Scanned
+from simulators.plc.reports import Completed, Diverted, Reports
 
 INDUCT_TO_SCAN_M = 1.0  # the induction belt joins the loop this far ahead of the scanner
 LOOP = "loop"  # the sorter's only segment, for jams
@@ -50,10 +50,8 @@ class _Pass:
 class SimSorter(Machine):
     def __init__(self, spec: Sorter, clock: SimClock, reports: Reports, *, no_read_rate: float,
                  next_scan_id: Callable[[], str]) -> None:
-        super().__init__(spec.id, clock, reports)
+        super().__init__(spec.id, clock, reports, no_read_rate=no_read_rate, next_scan_id=next_scan_id)
         self.spec = spec
-        self._no_read_rate = no_read_rate
-        self._next_scan_id = next_scan_id
         self._lanes = {*spec.lanes, spec.exception_lane}
         self._totes: dict[str, _Tote] = {}  # by induct command id
         self._passes: dict[str, _Pass] = {}  # by scan id, until the divert decision
@@ -85,11 +83,11 @@ class SimSorter(Machine):
         return ACCEPTED
 
     def _scan(self, tote: _Tote) -> None:
-        barcode = None if self.clock.chance(self._no_read_rate) else tote.tote_id
-        timing = ScanTiming(self._next_scan_id(), time.time())
+        scan = self.read(self.spec.scan_point, tote.tote_id)
+        timing = ScanTiming(scan.scan_id, scan.at)
         self.scans.append(timing)
-        self._passes[timing.scan_id] = _Pass(tote, barcode, timing)
-        self.reports(Scanned(self.device_id, self.spec.scan_point, timing.scan_id, barcode, timing.read_at))
+        self._passes[timing.scan_id] = _Pass(tote, scan.barcode, timing)
+        self.reports(scan)
         tote.move = self.drive.after(self._travel(self.spec.scan_to_divert_m), lambda: self._decide(timing.scan_id))
 
     def divert(self, command_id: str, scan_id: str, lane: str) -> str:
