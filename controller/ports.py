@@ -12,18 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
-
-class DeviceKind(StrEnum):
-    PICK_LIGHT = "pick_light"
-    PRINTER = "printer"
-    PACK_STATION = "pack_station"
-    CONVEYOR = "conveyor"
-    SORTER = "sorter"
+from controller.contract.kinds import DeviceKind  # the engine and the adapters import it from here
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +130,7 @@ class Device(Protocol):
     def status(self) -> DeviceStatus: ...
 
 
+@runtime_checkable
 class PickLight(Device, Protocol):
     async def show(self, command_id: str, location: str, qty: int, colour: str = "green") -> CommandTicket:
         """Light the unit with a quantity. Completion result: {"picked": int, "short": bool}."""
@@ -143,25 +138,60 @@ class PickLight(Device, Protocol):
 
     async def clear(self, command_id: str) -> CommandTicket: ...
 
+    async def reset(self, command_id: str) -> CommandTicket:
+        """Ask the device to clear a fault it can clear by itself (MQTT `reset` action; on a PLC,
+        `Plc.Reset`, which resets the e-stop and the jams of the whole PLC). Refused (a rejected
+        ticket) when the fault needs a person."""
+        ...
 
+
+@runtime_checkable
 class Printer(Device, Protocol):
     async def print_label(self, command_id: str, zpl: str) -> CommandTicket:
         """Print one ZPL label. Fails with a reason such as bad_zpl, paper_out, ribbon_out, head_open."""
         ...
 
+    async def reset(self, command_id: str) -> CommandTicket:
+        """Ask the device to clear a fault it can clear by itself (MQTT `reset` action; on a PLC,
+        `Plc.Reset`, which resets the e-stop and the jams of the whole PLC). Refused (a rejected
+        ticket) when the fault needs a person."""
+        ...
 
+    async def cancel_queued(self, command_id: str) -> CommandTicket:
+        """Drop every label the printer holds and is not printing at that moment (ZPL ~JA; on a
+        faulted printer the label it holds to print again too): their `print` commands fail with
+        reason `cancelled`. Answered even by a faulted printer. Sent before a held label goes to
+        another printer."""
+        ...
+
+
+@runtime_checkable
 class PackStation(Device, Protocol):
     async def pack(self, command_id: str, order_id: str, tote_id: str, items: int) -> CommandTicket:
         """Ask the packer to pack a tote. Completion when the packer confirms."""
         ...
 
+    async def reset(self, command_id: str) -> CommandTicket:
+        """Ask the device to clear a fault it can clear by itself (MQTT `reset` action; on a PLC,
+        `Plc.Reset`, which resets the e-stop and the jams of the whole PLC). Refused (a rejected
+        ticket) when the fault needs a person."""
+        ...
 
+
+@runtime_checkable
 class Conveyor(Device, Protocol):
     async def transport(self, command_id: str, tote_id: str, destination: str) -> CommandTicket:
         """Carry a tote to a destination (a pack station). Acked when accepted, done on arrival."""
         ...
 
+    async def reset(self, command_id: str) -> CommandTicket:
+        """Ask the device to clear a fault it can clear by itself (MQTT `reset` action; on a PLC,
+        `Plc.Reset`, which resets the e-stop and the jams of the whole PLC). Refused (a rejected
+        ticket) when the fault needs a person."""
+        ...
 
+
+@runtime_checkable
 class Sorter(Device, Protocol):
     async def induct(self, command_id: str, tote_id: str) -> CommandTicket:
         """Put a tote on the sorter loop; done when the sorter reports where it went (Diverted)."""
@@ -172,9 +202,34 @@ class Sorter(Device, Protocol):
         done when the sorter has diverted or recirculated the tote (result {"lane": str | None})."""
         ...
 
+    async def reset(self, command_id: str) -> CommandTicket:
+        """Ask the device to clear a fault it can clear by itself (MQTT `reset` action; on a PLC,
+        `Plc.Reset`, which resets the e-stop and the jams of the whole PLC). Refused (a rejected
+        ticket) when the fault needs a person."""
+        ...
+
+
+@runtime_checkable
+class ExplainsLinks(Protocol):
+    """A hub that can say why links of its are down (the OPC UA hub: a refused certificate or
+    password, no answer), by the id the health report names them with (a PLC id)."""
+
+    def link_errors(self) -> dict[str, str]: ...
+
 
 class DeviceHub(Protocol):
-    """Owns the links to a set of devices (one broker connection, or one OPC UA session per PLC)."""
+    """Owns the links to a set of devices (one broker connection, or one OPC UA session per PLC).
+
+    `name` prefixes its `counters` in the controller's metrics (e.g. `mqtt_malformed_payload`);
+    `counters` counts what the hub did not expect on the wire, never fatal; `connected` is True
+    while every link it owns is up.
+    """
+
+    name: str
+    counters: Counter[str]
+
+    @property
+    def connected(self) -> bool: ...
 
     async def start(self, sink: EventSink) -> None: ...
 

@@ -4,12 +4,16 @@ Mosquitto with the tuned config/mosquitto.conf when the binary is installed; oth
 Python, MQTT 3.1.1 only, no persistence across restarts). The broker runs as a child process in both
 cases, so stopping, killing and restarting it on the same port and data directory behaves like the
 real thing.
+
+The broker ends with the process that started it, however that process ends (a `kill -9` too): on
+Linux the child asks the kernel for a SIGTERM when its parent dies (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import shutil
@@ -17,16 +21,41 @@ import signal
 import socket
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Literal, Self
 
+from controller.config_files import config_file
+
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-MOSQUITTO_CONF = REPO_ROOT / "config" / "mosquitto.conf"
 BrokerKind = Literal["mosquitto", "amqtt"]
 READY_TIMEOUT_S = 10.0
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` that has the child sent SIGTERM when the process (strictly: the thread) that
+    started it dies, so a killed parent leaves no orphan. None where the kernel has no such thing.
+
+    Everything is looked up before the fork; the child only makes one libc call and two system calls
+    (a preexec_fn must not take locks that another thread of the parent may have held at the fork).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+    sigterm = int(signal.SIGTERM)
+
+    def in_child() -> None:
+        prctl(PR_SET_PDEATHSIG, sigterm, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died between fork and prctl: nobody will signal us
+            os.kill(os.getpid(), sigterm)
+
+    return in_child
 
 
 def free_port() -> int:
@@ -52,8 +81,14 @@ class EmbeddedBroker:
     """
 
     def __init__(self, port: int | None = None, data_dir: Path | None = None,
-                 kind: BrokerKind | None = None) -> None:
+                 kind: BrokerKind | None = None, *, secure: Path | None = None) -> None:
+        """`secure`: a directory written by `floorctl credentials`; the broker then runs
+        config/mosquitto-secure.conf on it (accounts, ACL, TLS with client certificates; Mosquitto
+        only) and its URL is `mqtts://`."""
         self.port = port or free_port()
+        self.secure = secure
+        if secure is not None and kind is None and available_kind() != "mosquitto":
+            raise BrokerError("the secure broker configuration needs Mosquitto, which is not installed")
         self.kind: BrokerKind = kind or available_kind()
         if kind is None and self.kind == "amqtt":
             log.warning("mosquitto is not installed: falling back to the amqtt broker (pure Python, "
@@ -69,7 +104,8 @@ class EmbeddedBroker:
     @property
     def url(self) -> str:
         suffix = "?protocol=3.1.1" if self.kind == "amqtt" else ""
-        return f"mqtt://127.0.0.1:{self.port}{suffix}"
+        scheme = "mqtts" if self.secure is not None else "mqtt"
+        return f"{scheme}://127.0.0.1:{self.port}{suffix}"
 
     @property
     def running(self) -> bool:
@@ -85,7 +121,8 @@ class EmbeddedBroker:
             argv = [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(self._write_amqtt_conf())]
         with self._log_file.open("ab") as out:
             self._process = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+                preexec_fn=die_with_parent())
         await self._wait_ready()
         log.debug("%s broker listening on %s (pid %s)", self.kind, self.url, self._process.pid)
 
@@ -120,16 +157,23 @@ class EmbeddedBroker:
 
     def _write_mosquitto_conf(self) -> Path:
         conf = self.data_dir / "mosquitto.conf"
-        lines = [MOSQUITTO_CONF.read_text(encoding="utf-8"), "",
-                 f"listener {self.port} 127.0.0.1",
-                 f"persistence_location {self.data_dir}/"]
+        extra = [f"persistence_location {self.data_dir}/"]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             # As root Mosquitto switches to the `mosquitto` user, which cannot write our data dir.
-            lines.append("user root")
-        conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            extra.append("user root")
+        if self.secure is not None:
+            from controller.security.credentials import broker_conf
+
+            text = broker_conf(self.secure, listener=f"{self.port} 127.0.0.1", extra=extra)
+        else:
+            text = "\n".join([config_file("mosquitto.conf").read_text(encoding="utf-8"), "",
+                              f"listener {self.port} 127.0.0.1", *extra]) + "\n"
+        conf.write_text(text, encoding="utf-8")
         return conf
 
     def _write_amqtt_conf(self) -> Path:
+        if self.secure is not None:
+            raise BrokerError("the secure broker configuration needs Mosquitto, not amqtt")
         conf = self.data_dir / "amqtt.yaml"
         conf.write_text(
             "listeners:\n"

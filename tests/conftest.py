@@ -8,13 +8,16 @@ messages.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Self
 
 import paho.mqtt.client as paho
+import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
@@ -29,8 +32,42 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 FLOOR_SPEED = 100.0  # demo operators take ~3 s of floor time: 30 ms of test time
 
 
+@contextlib.contextmanager
+def throwaway_database(prefix: str, url: str) -> Iterator[str]:
+    """A fresh PostgreSQL database `<prefix>_<random>` on the server of `url`, whose URL (same driver
+    as `url`) is yielded, dropped afterwards; the test is skipped when the server cannot be reached."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+    def admin(sql: str) -> None:
+        with psycopg.connect(url.replace("+asyncpg", ""), autocommit=True, connect_timeout=5) as conn:
+            conn.execute(sql)
+
+    try:
+        admin(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL not reachable at {url}: {exc}")
+    try:
+        yield f"{url.rsplit('/', 1)[0]}/{name}"
+    finally:
+        admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def free_port() -> int:
     return _free_port()
+
+
+@pytest.fixture(autouse=True)
+def _cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """argon2 at its defaults costs tens of milliseconds a hash by design, and the API tests hash and
+    verify hundreds. The same algorithm at its smallest costs keeps every check real (a hash stores
+    its own costs) and the suite quick. Controllers started as processes keep the defaults."""
+    from argon2 import PasswordHasher
+
+    from controller.security import auth
+
+    cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    monkeypatch.setattr(auth, "_hasher", cheap)
+    monkeypatch.setattr(auth, "_DECOY", cheap.hash("decoy"))
 
 
 @pytest.fixture(name="free_port")
@@ -153,7 +190,8 @@ async def make_rig(broker: EmbeddedBroker, events: EventLog) -> AsyncIterator[Ri
 
 
 def with_simulation(site: Site, part: str, **changes: Any) -> Site:
-    """`site` with one part of its simulation model changed, e.g. `with_simulation(site, "operator", mean_s=0)`."""
+    """`site` with one part of its simulation model changed, e.g.
+    `with_simulation(site, "operator", mean_s=0)`."""
     simulation = site.simulation.model_copy(
         update={part: getattr(site.simulation, part).model_copy(update=changes)})
     return site.model_copy(update={"simulation": simulation})

@@ -6,9 +6,16 @@ paho callback already runs on the loop and no thread hop sits on the command pat
 TCP/TLS connect runs in the default executor; while it does, the loop leaves the paho client alone
 and buffers publishes.
 
-The link owns its reconnect policy: retry with jittered exponential backoff, persistent session
-(clean_start=False + SessionExpiryInterval), re-subscribe on every connect. QoS1 messages that paho
-holds while the link is down are re-sent by paho after reconnect; nothing is re-published here.
+The connection state is explicit (aiomqtt's client shape): `state` is one of LinkState, the
+`_connected` future is done while a CONNACK holds, the `_disconnected` future is done while no socket
+is open, and one reconnection task owns every attempt: retry with jittered exponential backoff,
+persistent session (clean_start=False + SessionExpiryInterval), re-subscribe on every connect. QoS1
+messages that paho holds while the link is down are re-sent by paho after reconnect; nothing is
+re-published here.
+
+    DISCONNECTED --attempt--> CONNECTING --CONNACK--> CONNECTED --socket closed--> DISCONNECTED
+    CONNECTING --refused / closed / no CONNACK in time--> DISCONNECTED (backoff, then again)
+    any --stop()--> STOPPING --> STOPPED
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import socket
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Literal, cast
 from urllib.parse import parse_qs, urlsplit
 
@@ -29,7 +37,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from adapters.mqtt.wire import QOS
+from controller.contract.mqtt import QOS
 from controller.site import BrokerSettings, parse_broker_url
 
 log = logging.getLogger(__name__)
@@ -38,8 +46,17 @@ BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 5.0
 MISC_INTERVAL_S = 1.0  # keepalive pings and dead-link detection (paho's loop_misc)
 
+Backlog = list[tuple[str, bytes, bool, Callable[[], None] | None]]  # topic, payload, retain, on_delivered
 MessageHandler = Callable[[str, bytes, bool], None]
 """(topic, payload, retained) -> None, called on the loop. Must not raise (the link logs if it does)."""
+
+
+class LinkState(Enum):
+    DISCONNECTED = "disconnected"  # no socket; the reconnection task tries again after its backoff
+    CONNECTING = "connecting"  # TCP/TLS connect and CONNECT sent, no CONNACK yet
+    CONNECTED = "connected"  # the broker accepted the session
+    STOPPING = "stopping"  # stop() is closing the link; no attempt follows
+    STOPPED = "stopped"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +76,20 @@ class BrokerAddress:
         return cls(host, port, tls, "5" if protocol == "5" else "3.1.1")
 
 
+def use_account(client: paho.Client, settings: BrokerSettings, address: BrokerAddress) -> None:
+    """The site file's user name, password and TLS files on a paho client, before it connects.
+    The password is read here: a missing secret file or variable is a SiteError before any attempt."""
+    if settings.username is not None:
+        client.username_pw_set(settings.username, settings.resolved_password())
+    tls = settings.tls
+    if address.tls or tls is not None:
+        client.tls_set(ca_certs=tls.ca_file if tls else None, certfile=tls.cert_file if tls else None,
+                       keyfile=tls.key_file if tls else None)
+        client.tls_insecure_set(bool(tls and tls.insecure))
+
+
 class MqttLink:
-    """A self-healing MQTT connection: `start()`, `publish()`, `stop()`; `cut()` / `restore()` for tests."""
+    """A self-healing MQTT connection: `start()`, `publish()`, `stop()`."""
 
     def __init__(
         self,
@@ -81,27 +110,23 @@ class MqttLink:
         self.settings = settings
         self.subscriptions = list(subscriptions)
         self.connects = 0  # successful CONNACKs so far, for tests and the panel
+        self.state = LinkState.DISCONNECTED
         self._on_message = on_message
         self._on_connected = on_connected
         self._on_lost = on_lost
         self._will = will
         self._client = self._make_client()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._supervisor: asyncio.Task[None] | None = None
-        self._enabled = asyncio.Event()
-        self._enabled.set()
-        self._stopping = False
-        self._fd: int | None = None
+        self._connected: asyncio.Future[None] | None = None  # done while CONNECTED; renewed on loss
+        self._disconnected: asyncio.Future[None] | None = None  # done while no socket is open
+        self._reconnector: asyncio.Task[None] | None = None
+        self._connect_job: asyncio.Future[None] | None = None  # the blocking connect in the executor
+        self._backlog: Backlog | None = None  # a list while the executor owns paho: publishes wait in it
+        self._fd: int | None = None  # the socket the loop watches
         self._writer_armed = False
         self._reading = False
-        self._connecting = False
-        self._connect_job: asyncio.Future[None] | None = None
-        self._backlog: list[tuple[str, bytes, bool, Callable[[], None] | None]] = []
-        self._delivery: dict[int, Callable[[], None]] = {}
+        self._delivery: dict[int, Callable[[], None]] = {}  # mid -> on_delivered
         self._misc_timer: asyncio.TimerHandle | None = None
-        self._up: asyncio.Future[bool] | None = None
-        self._ended: asyncio.Future[None] | None = None
-        self._connected_event = asyncio.Event()
         self._failures = 0
         self._lost_reason: Any = None
         self._info = logging.DEBUG if quiet else logging.INFO
@@ -110,25 +135,32 @@ class MqttLink:
     # ----------------------------------------------------------------------------------- lifecycle
     @property
     def connected(self) -> bool:
-        return self._connected_event.is_set()
+        return self.state is LinkState.CONNECTED
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._supervisor = self._loop.create_task(self._supervise(), name=f"mqtt-link:{self.client_id}")
+        loop = self._loop = asyncio.get_running_loop()
+        self._connected = loop.create_future()
+        self._disconnected = loop.create_future()
+        self._disconnected.set_result(None)
+        self._reconnector = loop.create_task(self._reconnect_forever(), name=f"mqtt-link:{self.client_id}")
 
     async def wait_connected(self, timeout: float | None = None) -> bool:
         try:
-            await asyncio.wait_for(self._connected_event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                while self.state is not LinkState.CONNECTED:
+                    if self._connected is None or self.state in (LinkState.STOPPING, LinkState.STOPPED):
+                        return False  # not started, or stopped: nothing will connect
+                    await asyncio.shield(self._connected)
         except TimeoutError:
             return False
         return True
 
     async def wait_disconnected(self, timeout: float | None = None) -> bool:
-        ended = self._ended
-        if ended is None or self._fd is None:
+        disconnected = self._disconnected
+        if disconnected is None or disconnected.done():
             return True
         try:
-            await asyncio.wait_for(asyncio.shield(ended), timeout)
+            await asyncio.wait_for(asyncio.shield(disconnected), timeout)
         except TimeoutError:
             return False
         return True
@@ -136,15 +168,15 @@ class MqttLink:
     async def stop(self, farewell: tuple[str, bytes] | None = None, timeout: float = 1.0) -> None:
         """Orderly shutdown: publish `farewell` (retained) and wait for its PUBACK, then DISCONNECT
         (so the broker discards the last-will)."""
-        if self._stopping:
+        if self.state in (LinkState.STOPPING, LinkState.STOPPED):
             return
         if farewell is not None and self.connected:
             await self.publish_and_wait(*farewell, retain=True, timeout=timeout)
-        self._stopping = True
-        if self._supervisor is not None:
-            self._supervisor.cancel()
+        self.state = LinkState.STOPPING
+        if self._reconnector is not None:
+            self._reconnector.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
+                await self._reconnector
         if self._connect_job is not None and not self._connect_job.done():
             await asyncio.wait([self._connect_job], timeout=self.settings.connect_timeout_s)
         if self._client.socket() is not None:
@@ -153,23 +185,14 @@ class MqttLink:
             self._abort()
             self._client.loop_read()
         self._cancel_misc()
-        self._connected_event.clear()
-
-    def cut(self) -> None:
-        """Drop the TCP connection without DISCONNECT, as a pulled cable would (the broker then
-        publishes the last-will), and stay down until `restore()`."""
-        self._enabled.clear()
-        self._abort()
-
-    def restore(self) -> None:
-        self._enabled.set()
+        self.state = LinkState.STOPPED
 
     # ------------------------------------------------------------------------------------- publish
     def publish(self, topic: str, payload: bytes, *, retain: bool = False,
                 on_delivered: Callable[[], None] | None = None) -> bool:
         """Hand a QoS1 message to paho. True when it went out on a live connection just now; else paho
         keeps it and sends it after the next connect. `on_delivered` runs on the broker's PUBACK."""
-        if self._connecting:
+        if self._backlog is not None:
             self._backlog.append((topic, payload, retain, on_delivered))
             return False
         client = self._client
@@ -178,7 +201,7 @@ class MqttLink:
             self._delivery[info.mid] = on_delivered
         if not self._reading and client.want_write():
             self._flush_writes()
-        return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._connected_event.is_set()
+        return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self.state is LinkState.CONNECTED
 
     async def publish_and_wait(self, topic: str, payload: bytes, *, retain: bool = False,
                                timeout: float = 1.0) -> bool:
@@ -196,66 +219,70 @@ class MqttLink:
             return False
         return True
 
-    # ---------------------------------------------------------------------------------- supervisor
-    async def _supervise(self) -> None:
-        assert self._loop is not None
+    # ------------------------------------------------------------------------------- reconnection
+    async def _reconnect_forever(self) -> None:
         delay = BACKOFF_MIN_S
         while True:
-            await self._enabled.wait()
-            self._up = self._loop.create_future()
-            self._ended = self._loop.create_future()
-            try:
-                await self._open()
-            except Exception as exc:  # noqa: BLE001 - refused, unreachable, TLS, DNS: all retried alike
-                self._note_failure(f"cannot connect to {self.address.host}:{self.address.port}: {exc}")
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, BACKOFF_MAX_S)
-                continue
-            if not self._enabled.is_set():
-                self._abort()
-            await asyncio.wait((self._up, self._ended), timeout=self.settings.connect_timeout_s,
-                               return_when=asyncio.FIRST_COMPLETED)
-            if self._up.done() and self._up.result():
+            if await self._attempt():
                 delay = BACKOFF_MIN_S
-                await self._ended
+                assert self._disconnected is not None
+                await asyncio.shield(self._disconnected)
                 continue  # a lost link is retried at once, then with backoff
-            if self._ended.done():
-                self._note_failure(f"{self.address.host}:{self.address.port} closed the connection before CONNACK")
-            elif not self._up.done():
-                self._note_failure(f"no CONNACK from {self.address.host}:{self.address.port} "
-                                   f"within {self.settings.connect_timeout_s} s")
-            self._abort()
-            await asyncio.wait((self._ended,), timeout=1.0)
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, BACKOFF_MAX_S)
 
+    async def _attempt(self) -> bool:
+        """One connection attempt, from DISCONNECTED to CONNECTED (True) or back to DISCONNECTED."""
+        where = f"{self.address.host}:{self.address.port}"
+        try:
+            await self._open()
+        except Exception as exc:  # noqa: BLE001 - refused, unreachable, TLS, DNS: all retried alike
+            self._note_failure(f"cannot connect to {where}: {exc}")
+            self.state = LinkState.DISCONNECTED
+            return False
+        connected, disconnected = self._connected, self._disconnected
+        assert connected is not None and disconnected is not None
+        await asyncio.wait((connected, disconnected), timeout=self.settings.connect_timeout_s,
+                           return_when=asyncio.FIRST_COMPLETED)
+        if connected.done():
+            return True  # (it may have dropped again already: then the next attempt follows at once)
+        if disconnected.done():
+            self._note_failure(f"{where} closed the connection before CONNACK")
+        else:
+            self._note_failure(f"no CONNACK from {where} within {self.settings.connect_timeout_s} s")
+            self._abort()
+            await asyncio.wait((disconnected,), timeout=1.0)
+        self.state = LinkState.DISCONNECTED
+        return False
+
     async def _open(self) -> None:
+        """CONNECTING: the socket connect and CONNECT run in the executor, then the loop watches the
+        socket. Raises if no connection could be opened."""
         assert self._loop is not None
+        self.state = LinkState.CONNECTING
         will = self._will() if self._will is not None else None
-        self._connecting = True
+        self._backlog = []
         job = self._connect_job = self._loop.run_in_executor(None, self._connect_blocking, will)
         try:
             await job
         except asyncio.CancelledError:
-            # stop() during a connect: the executor thread owns paho until the job ends.
-            job.add_done_callback(lambda _: setattr(self, "_connecting", False))
-            raise
+            raise  # stop() during a connect: the executor thread owns paho until the job ends
         except BaseException:
-            self._end_connecting()
+            self._end_backlog()
             raise
         sock = self._client.socket()
         if sock is None:
-            self._end_connecting()
+            self._end_backlog()
             raise OSError("paho has no socket after connect")
         self._fd = sock.fileno()
+        self._disconnected = self._loop.create_future()
         self._loop.add_reader(self._fd, self._on_readable)
         self._schedule_misc()
-        self._end_connecting()
+        self._end_backlog()
         self._flush_writes()
 
-    def _end_connecting(self) -> None:
-        self._connecting = False
-        backlog, self._backlog = self._backlog, []
+    def _end_backlog(self) -> None:
+        backlog, self._backlog = self._backlog or [], None
         for topic, payload, retain, on_delivered in backlog:
             self.publish(topic, payload, retain=retain, on_delivered=on_delivered)
 
@@ -290,13 +317,7 @@ class MqttLink:
         client.max_inflight_messages_set(0)  # paho's default of 20 would throttle pipelined commands
         client.max_queued_messages_set(0)
         client.connect_timeout = self.settings.connect_timeout_s
-        if self.settings.username is not None:
-            client.username_pw_set(self.settings.username, self.settings.password)
-        tls = self.settings.tls
-        if self.address.tls or tls is not None:
-            client.tls_set(ca_certs=tls.ca_file if tls else None, certfile=tls.cert_file if tls else None,
-                           keyfile=tls.key_file if tls else None)
-            client.tls_insecure_set(bool(tls and tls.insecure))
+        use_account(client, self.settings, self.address)
         client.on_socket_open = self._on_socket_open
         client.on_socket_close = self._on_socket_close
         client.on_connect = self._on_connect
@@ -380,40 +401,43 @@ class MqttLink:
             self._writer_armed = False
         self._fd = None
         self._cancel_misc()
-        was_connected = self._connected_event.is_set()
-        self._connected_event.clear()
-        if self._ended is not None and not self._ended.done():
-            self._ended.set_result(None)
-        if not was_connected or self._stopping:
+        stopping, was_connected = self.state is LinkState.STOPPING, self.state is LinkState.CONNECTED
+        if not stopping:
+            self.state = LinkState.DISCONNECTED
+        if self._connected is not None and self._connected.done():
+            self._connected = self._loop.create_future()
+        if self._disconnected is not None and not self._disconnected.done():
+            self._disconnected.set_result(None)
+        if stopping or not was_connected:
             return
-        if self._enabled.is_set():
-            log.log(self._info, "%s: link to the broker lost (%s)", self.client_id, self._lost_reason)
+        log.log(self._info, "%s: link to the broker lost (%s)", self.client_id, self._lost_reason)
         if self._on_lost is not None:
             self._on_lost()
 
-    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any,
+                    properties: Any) -> None:
         if reason.is_failure:
             self._note_failure(f"broker refused the connection: {reason}")
-            if self._up is not None and not self._up.done():
-                self._up.set_result(False)
+            self._abort()  # the reconnection task sees the socket close and tries again later
             return
         if self.subscriptions:
             client.subscribe([(topic, QOS) for topic in self.subscriptions])
         self.connects += 1
         if self._failures or self.connects > 1:
-            log.log(self._info, "%s: connected to %s:%s (session present: %s)", self.client_id, self.address.host,
-                     self.address.port, bool(flags.session_present))
+            log.log(self._info, "%s: connected to %s:%s (session present: %s)", self.client_id,
+                    self.address.host, self.address.port, bool(flags.session_present))
         self._failures = 0
-        self._connected_event.set()
-        if self._up is not None and not self._up.done():
-            self._up.set_result(True)
+        self.state = LinkState.CONNECTED
+        if self._connected is not None and not self._connected.done():
+            self._connected.set_result(None)
         if self._on_connected is not None:
             try:
                 self._on_connected(bool(flags.session_present))
             except Exception:
                 log.exception("%s: on_connected failed", self.client_id)
 
-    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any,
+                       properties: Any) -> None:
         self._lost_reason = reason
 
     def _on_paho_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
@@ -430,7 +454,8 @@ class MqttLink:
         if on_delivered is not None:
             on_delivered()
 
-    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: Any,
+                      properties: Any) -> None:
         for topic, reason in zip(self.subscriptions, reasons, strict=False):
             if reason.is_failure:
                 log.error("%s: broker refused the subscription %s: %s", self.client_id, topic, reason)

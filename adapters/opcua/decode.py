@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from asyncua import ua
 
-from adapters.opcua.contract import MachineryItemState, MachineryOperationMode
+from controller.contract.opcua import MachineryItemState, MachineryOperationMode
 
 E = TypeVar("E", bound=StrEnum)
 

@@ -1,19 +1,24 @@
 """Conveyors and sorters behind a PLC, as the engine sees them (controller.ports.Conveyor / Sorter).
 
-A device keeps its last known state, its tickets, and turns the PLC's events into port events. All
-I/O goes through its PlcLink; everything here runs on the event loop and never blocks.
+A device keeps its last known state and its tickets. Its PLC's session (PlcLink) pushes the link
+state, values and events to it (adapters.opcua.session.SessionDevice); the device calls the session
+only to put its commands on the wire (MethodCalls). Everything here runs on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from adapters.opcua import contract, decode
-from adapters.opcua.contract import ACCEPTED, REJECTED, MachineryItemState, MachineryOperationMode
-from adapters.opcua.nodemap import NodeMap
-from adapters.opcua.tickets import Entry, TicketBook
+from adapters.opcua import decode
+from adapters.opcua.session import MethodCalls, MethodRefused
+from adapters.tickets import Entry, TicketBook
+from controller.contract import opcua as contract
+from controller.contract.opcua import ACCEPTED, REJECTED, MachineryItemState, MachineryOperationMode, NodeMap
+from controller.contract.reasons import Reason
 from controller.ports import (
     CommandTicket,
     Completion,
@@ -25,23 +30,27 @@ from controller.ports import (
     ScanRead,
 )
 
-if TYPE_CHECKING:
-    from adapters.opcua.link import PlcLink
-
 log = logging.getLogger(__name__)
+
+FINISHED_MEMORY = 2048  # finished tickets kept per device: a late re-submit gets its ticket back
+
+Call = tuple[str, tuple[str, ...]]  # the method and its arguments (CommandId first)
+RESET = "Reset"  # the PLC's method (the node map's PLC signal), no arguments, no command id
 
 
 class PlcDevice:
     protocol = "opcua"
 
-    def __init__(self, node_map: NodeMap, link: PlcLink, counters: Counter[str]) -> None:
+    def __init__(self, node_map: NodeMap, plc_id: str, calls: MethodCalls, counters: Counter[str]) -> None:
         assert node_map.kind is not None
         self.device_id = node_map.device_id
         self.kind: DeviceKind = node_map.kind
         self.node_map = node_map
-        self.tickets = TicketBook(self.device_id)
-        self._link = link
+        self.plc_id = plc_id
+        self.tickets: TicketBook[Call] = TicketBook(self.device_id, FINISHED_MEMORY)
+        self._calls = calls
         self._counters = counters
+        self._online = False
         self._state: MachineryItemState | None = None
         self._mode: MachineryOperationMode | None = None
         self._fault = ""
@@ -60,21 +69,23 @@ class PlcDevice:
     # --- state ---------------------------------------------------------------------------------
     def _refresh(self) -> DeviceStatus | None:
         """The new status if anything the engine sees has changed, else None."""
-        online = self._link.online
+        online = self._online
         status = DeviceStatus(
             self.device_id, self.kind, online=online,
             state=self._state.value if online and self._state else "unknown",
             fault=(self._fault or None) if online else None,
-            detail={"plc": self._link.plc.id, "mode": self._mode.value if self._mode else None,
-                    "estop": self._estop} if online else {"plc": self._link.plc.id},
+            detail={"plc": self.plc_id, "mode": self._mode.value if self._mode else None,
+                    "estop": self._estop} if online else {"plc": self.plc_id},
         )
         old = self._status
-        if (status.online, status.state, status.fault, status.detail) == (old.online, old.state, old.fault, old.detail):
+        if (status.online, status.state, status.fault, status.detail) == (
+                old.online, old.state, old.fault, old.detail):
             return None
         self._status = status
         return status
 
-    def link_changed(self) -> DeviceStatus | None:
+    def link_changed(self, online: bool) -> DeviceStatus | None:
+        self._online = online
         return self._refresh()
 
     def value_changed(self, signal: str, value: Any) -> DeviceStatus | None:
@@ -122,9 +133,14 @@ class PlcDevice:
             self._bad("bad_event", values)
             return
         ok = outcome == contract.Outcome.DONE
-        completion = Completion(values["CommandId"], ok=ok, at=at, reason=None if ok else values["Reason"] or None,
+        completion = Completion(values["CommandId"], ok=ok, at=at,
+                                reason=None if ok else values["Reason"] or None,
                                 result=self.completion_result(values["ToteId"], values["Destination"]))
-        if not self.tickets.finish(completion):
+        self._finish(completion)
+
+    def _finish(self, completion: Completion) -> None:
+        # A finished id's completion comes again when the command was repeated: that one is expected.
+        if not self.tickets.finish(completion) and completion.command_id not in self.tickets:
             self._counters["unmatched_completion"] += 1
 
     def completion_result(self, tote_id: str, destination: str) -> dict[str, Any]:
@@ -135,26 +151,80 @@ class PlcDevice:
 
     # --- commands ------------------------------------------------------------------------------
     async def command(self, method: str, command_id: str, *args: str) -> CommandTicket:
-        entry = self.tickets.get(command_id)
-        if entry is not None and (entry.ticket.done.done() or not self._link.online):
-            return entry.ticket  # finished; or it goes out again by itself when the link is back
-        if not self._link.online:
-            raise DeviceUnavailable(f"{self.device_id}: PLC {self._link.plc.id} is not connected")
-        if entry is None:
-            entry = self.tickets.open(command_id, method, (command_id, *args))
-        await self._link.send(self, entry)
-        return entry.ticket
+        ticket = self.tickets.get(command_id)
+        if ticket is not None and not self._online:
+            return ticket  # finished; or in flight, and it goes out again by itself when the link is back
+        if not self._online:
+            raise DeviceUnavailable(f"{self.device_id}: PLC {self.plc_id} is not connected")
+        ticket, entry = self.tickets.submit(command_id, (method, (command_id, *args)))
+        if entry is not None:
+            await self._send(entry)
+        return ticket
 
-    def answered(self, entry: Entry, reply: Any) -> None:
+    async def reset(self, command_id: str) -> CommandTicket:
+        """Press the PLC's reset button (`Plc.Reset`): it clears the e-stop and every jam of the
+        whole PLC, so every conveyor and sorter on it. The call carries no id: the ticket is acked
+        and done when the PLC answers `accepted`. A call that may not have reached the PLC fails
+        the ticket with `not_delivered` and is never sent again by itself: a reset that lands
+        after a reconnect could release an e-stop pressed since it was asked for."""
+        ticket = self.tickets.get(command_id)
+        if ticket is not None:
+            return ticket  # finished, or its call is still out: the same ticket
+        if not self._online:
+            raise DeviceUnavailable(f"{self.device_id}: PLC {self.plc_id} is not connected")
+        ticket, _ = self.tickets.submit(command_id, (RESET, ()))
+        ticket.mark_sent()
+        try:
+            reply = await self._calls.call(self.plc_id, RESET, ())
+        except MethodRefused as exc:
+            self.tickets.reject(command_id, f"opcua:{exc}")
+            return ticket
+        except DeviceUnavailable:
+            self.tickets.reject(command_id, Reason.NOT_DELIVERED)
+            return ticket
+        if (reason := self._refusal(reply)) is None:
+            self.tickets.finish(Completion(command_id, ok=True, at=time.time(), result={"plc": self.plc_id}))
+        else:
+            self.tickets.reject(command_id, reason)
+        return ticket
+
+    async def send_unfinished(self) -> None:
+        """After a (re)connect: after a PLC restart its memory may be empty, and a completion raised
+        while the link was down is only heard again this way (the PLC repeats a finished one's).
+        A `Reset` still out is not among them (see `reset`)."""
+        entries = [entry for entry in self.tickets.unfinished() if entry.command[0] != RESET]
+        if entries:
+            self._counters["resent"] += len(entries)
+            log.info("%s: sending %d unfinished commands again", self.device_id, len(entries))
+            await asyncio.gather(*(self._send(entry) for entry in entries))
+
+    async def _send(self, entry: Entry[Call]) -> None:
+        """Put a command on the wire and settle its acknowledgement. A call that fails in transit
+        leaves the ticket waiting: it goes out again after a reconnect, or when the engine retries."""
+        ticket, (method, args) = entry.ticket, entry.command
+        ticket.mark_sent()
+        try:
+            reply = await self._calls.call(self.device_id, method, args)
+        except MethodRefused as exc:
+            self.tickets.reject(ticket.command_id, f"opcua:{exc}")
+            return
+        except DeviceUnavailable:
+            return
+        if (reason := self._refusal(reply)) is None:
+            self.tickets.accept(ticket.command_id)
+        else:
+            self.tickets.reject(ticket.command_id, reason)
+
+    def _refusal(self, reply: Any) -> str | None:
+        """None when a method's Status says `accepted`, else the reason to reject its ticket with."""
         status = decode.text(reply)
         if status == ACCEPTED:
-            entry.ticket.ack()
-        elif status is not None and status.startswith(REJECTED):
+            return None
+        if status is not None and status.startswith(REJECTED):
             self._counters["rejected"] += 1
-            self.tickets.reject(entry.ticket, status.removeprefix(REJECTED) or "unspecified")
-        else:
-            self._bad("bad_reply", reply)
-            self.tickets.reject(entry.ticket, "bad_reply")
+            return status.removeprefix(REJECTED) or "unspecified"
+        self._bad("bad_reply", reply)
+        return "bad_reply"
 
 
 class OpcUaConveyor(PlcDevice):
@@ -178,11 +248,11 @@ class OpcUaSorter(PlcDevice):
             return
         lane = values["Lane"] or None
         sink(Diverted(self.device_id, values["ScanId"], values["ToteId"] or None, lane, at))
-        if values["CommandId"] and not self.tickets.finish(Completion(
-                values["CommandId"], ok=True, at=at, result={"lane": lane, "scan_id": values["ScanId"]})):
-            self._counters["unmatched_completion"] += 1
+        if values["CommandId"]:
+            self._finish(Completion(values["CommandId"], ok=True, at=at,
+                                    result={"lane": lane, "scan_id": values["ScanId"]}))
 
 
-def make_device(node_map: NodeMap, link: PlcLink, counters: Counter[str]) -> PlcDevice:
+def make_device(node_map: NodeMap, plc_id: str, calls: MethodCalls, counters: Counter[str]) -> PlcDevice:
     kind = OpcUaConveyor if node_map.kind is DeviceKind.CONVEYOR else OpcUaSorter
-    return kind(node_map, link, counters)
+    return kind(node_map, plc_id, calls, counters)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable
 
 from adapters.opcua.devices import OpcUaConveyor, OpcUaSorter, PlcDevice, make_device
 from adapters.opcua.link import PlcLink
-from adapters.opcua.nodemap import floor_node_maps
 from controller.ports import Device, EventSink
-from controller.site import Site
+from controller.site import Site, floor_node_maps
 
 
 class OpcUaHub:
@@ -19,7 +19,12 @@ class OpcUaHub:
     calls that failed or were refused, connection attempts, reconnects, commands re-sent.
     """
 
-    def __init__(self, site: Site, *, endpoints: dict[str, str] | None = None) -> None:
+    name = "opcua"  # the prefix of its counters in the metrics
+
+    def __init__(self, site: Site, *, endpoints: dict[str, str] | None = None, client_name: str | None = None,
+                 may_send: Callable[[], bool] | None = None) -> None:
+        """`client_name`: the session name the PLCs see; `may_send`: the leader's fence (no method
+        call goes out while it says no)."""
         self.counters: Counter[str] = Counter()
         self._links: list[PlcLink] = []
         self._devices: dict[str, PlcDevice] = {}
@@ -27,15 +32,26 @@ class OpcUaHub:
             maps = floor_node_maps(site, plc.id)  # a bad node map fails here, before anything connects
             if len(maps) == 1:
                 continue  # a PLC without conveyors or sorters: nothing to talk to
-            link = PlcLink(plc, (endpoints or {}).get(plc.id, plc.endpoint), maps, self.counters)
+            link = PlcLink(plc, (endpoints or {}).get(plc.id, plc.endpoint), maps, self.counters,
+                           client_name=client_name, may_send=may_send)
             for node_map in maps[1:]:
                 link.devices[node_map.device_id] = self._devices[node_map.device_id] = make_device(
-                    node_map, link, self.counters)
+                    node_map, plc.id, link, self.counters)
             self._links.append(link)
         self._runner: asyncio.Task[None] | None = None
 
     def devices(self) -> list[Device]:
         return list(self._devices.values())
+
+    @property
+    def connected(self) -> bool:
+        """Every PLC's session is up."""
+        return all(link.online for link in self._links)
+
+    def link_errors(self) -> dict[str, str]:
+        """Why each PLC whose session is down could not connect, by PLC id (a refused certificate or
+        password, no answer, ...): the health page's `plc_errors` and the unreachable PLC's alarm."""
+        return {link.plc.id: link.last_error for link in self._links if not link.online and link.last_error}
 
     def conveyor(self, device_id: str) -> OpcUaConveyor:
         device = self._devices[device_id]

@@ -3,13 +3,14 @@ array (which may differ after a PLC restart), plus the event filter the adapter 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from asyncua import ua
 
-from adapters.opcua import contract
-from adapters.opcua.nodemap import NodeMap, Role, node_id, resolve
+from adapters.opcua.nodemap import node_id, resolve
+from controller.contract import opcua
+from controller.contract.opcua import NodeMap, Role
 
 # BaseEventType fields every event is selected with, besides the contract's own.
 BASE_FIELDS = ("EventType", "SourceNode", "Time")
@@ -22,7 +23,7 @@ class Wiring:
     nodes: dict[tuple[str, str], ua.NodeId] = field(default_factory=dict)  # (device id, signal) -> node
     variables: dict[ua.NodeId, tuple[str, str]] = field(default_factory=dict)  # node -> (device id, signal)
     sources: dict[ua.NodeId, str] = field(default_factory=dict)  # device object -> device id
-    event_types: dict[ua.NodeId, contract.EventType] = field(default_factory=dict)
+    event_types: dict[ua.NodeId, opcua.EventType] = field(default_factory=dict)
     event_filter: ua.EventFilter = field(default_factory=ua.EventFilter)
 
     def node(self, device_id: str, signal: str) -> ua.NodeId:
@@ -42,8 +43,8 @@ def wire(maps: Sequence[NodeMap], namespaces: Sequence[str]) -> Wiring:
                 wiring.variables[node] = (node_map.device_id, name)
             elif signal.role is Role.OBJECT:
                 wiring.sources[node] = node_map.device_id
-    for event in contract.EVENT_TYPES:
-        wiring.event_types[resolve(contract.event_type_node(event), namespaces)] = event
+    for event in opcua.EVENT_TYPES:
+        wiring.event_types[resolve(opcua.event_type_node(event), namespaces)] = event
     wiring.event_filter = _event_filter(wiring, namespaces)
     return wiring
 
@@ -57,13 +58,18 @@ def _operand(type_id: ua.NodeId, name: str, namespace: int) -> ua.SimpleAttribut
 
 
 def _event_filter(wiring: Wiring, namespaces: Sequence[str]) -> ua.EventFilter:
-    """One filter for all contract events: the union of their fields (a field an event type lacks
-    comes back null). No where clause: only contract events are raised by a device object."""
-    base = node_id(ua.ObjectIds.BaseEventType)
-    selects = [_operand(base, name, 0) for name in BASE_FIELDS]
+    return contract_event_filter(wiring.event_types.items(),
+                                 list(namespaces).index(opcua.CONTRACT_NAMESPACE))
+
+
+def contract_event_filter(event_types: Iterable[tuple[ua.NodeId, opcua.EventType]],
+                          namespace: int) -> ua.EventFilter:
+    """One filter for all contract events (their type node ids, resolved, and the contract's
+    namespace index): the union of their fields (a field an event type lacks comes back null). No
+    where clause: only contract events are raised by a device object."""
+    selects = [_operand(node_id(ua.ObjectIds.BaseEventType), name, 0) for name in BASE_FIELDS]
     seen: set[str] = set()
-    namespace = list(namespaces).index(contract.CONTRACT_NAMESPACE)
-    for type_id, event in wiring.event_types.items():
+    for type_id, event in event_types:
         for name in event.fields:
             if name not in seen:
                 seen.add(name)

@@ -22,8 +22,8 @@ from typing import Any, cast
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from adapters.mqtt.wire import MQTT_KINDS, Channel, Connection, Headers, Topics, encode
 from controller.bench.measure import Latencies
+from controller.contract.mqtt import MQTT_KINDS, Channel, Connection, Headers, Topics, encode
 from controller.site import Site, load_site, parse_broker_url
 
 QOS = 1
@@ -31,10 +31,12 @@ BARE_ROOT = "bench/bare"  # the bare commander's topics, so the controller's hub
 READ_TIMEOUT_S = 5.0  # a command unanswered this long is counted lost
 
 
-def nodelay_client(client_id: str, on_message: Callable[[paho.Client, Any, paho.MQTTMessage], None]) -> paho.Client:
+def nodelay_client(client_id: str,
+                   on_message: Callable[[paho.Client, Any, paho.MQTTMessage], None]) -> paho.Client:
     """A paho MQTT 5 client with TCP_NODELAY (without it every round trip waits ~40 ms) and no
     inflight or queue caps (paho's default of 20 in flight would throttle pipelined commands)."""
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                         protocol=MQTTProtocolVersion.MQTTv5)
     client.max_inflight_messages_set(0)
     client.max_queued_messages_set(0)
     client.on_socket_open = lambda _c, _u, sock: cast(socket.socket, sock).setsockopt(
@@ -84,7 +86,8 @@ class EchoDevice:
         connect_and_subscribe(self.client, self.url, [t.all_devices(Channel.CMD) for t in self.roots])
         for kind, device_id in self.devices:
             topic = self.topics.device(kind, device_id, Channel.STATE)
-            self.client.publish(topic, encode({"header": self.headers.next(topic), "connection": Connection.ONLINE,
+            self.client.publish(topic,
+                                encode({"header": self.headers.next(topic), "connection": Connection.ONLINE,
                                                "state": "idle", "fault": None}), QOS, retain=True)
         print("ready", flush=True)
         self.client.loop_forever()

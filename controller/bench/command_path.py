@@ -99,7 +99,8 @@ class CommandPath:
         result.elapsed_s = time.perf_counter() - started
         return result
 
-    async def pipelined(self, queues: list[DeviceQueue], issue: Issue, count: int, *, wait_done: bool) -> Latencies:
+    async def pipelined(self, queues: list[DeviceQueue], issue: Issue, count: int, *,
+                        wait_done: bool) -> Latencies:
         """One worker per queue, each sending its next command as soon as the previous one is acked."""
         result = Latencies()
         remaining = itertools.count(count, -1)

@@ -12,11 +12,10 @@ from pathlib import Path
 import psutil
 
 from controller.bench.command_path import sqlite_writer
+from controller.config_files import config_file
 from controller.site import Site, load_site
 from controller.store.writer import StoreWriter
 from simulators.broker import EmbeddedBroker
-
-CONFIG = Path(__file__).resolve().parents[2] / "config"
 
 
 @dataclass(frozen=True)
@@ -35,6 +34,15 @@ class Profile:
     writer_seconds: float
     memory_orders: int
     divert_gc_probe: bool = True  # repeat the 1,000/s divert step without gc.freeze() to show what it buys
+    # `--growth`: the floors (a shipped site file, or a number of devices to generate), the active
+    # orders held on each, the orders/s flowing past them, the measured window at each after a
+    # warm-up, and the window with no flow (idle, and holding the orders).
+    growth_floors: tuple[str, ...] = ("demo.yaml", "peak.yaml", "1000")
+    growth_active: tuple[int, ...] = (1_000, 10_000, 20_000)
+    growth_rate: float = 20.0
+    growth_seconds: float = 12.0
+    growth_warmup_seconds: float = 5.0
+    growth_idle_seconds: float = 3.0
 
     @classmethod
     def named(cls, name: str) -> Profile:
@@ -42,16 +50,21 @@ class Profile:
 
 
 PROFILES = {
-    "full": Profile("full", warmup=500, round_trips=10_000, window=32, rounds=5, divert_rates=(300, 1000, 2000),
+    "full": Profile("full", warmup=500, round_trips=10_000, window=32, rounds=5,
+                    divert_rates=(300, 1000, 2000),
                     divert_seconds=10.0, surge_rates=(50, 100, 200, 400), surge_seconds=20.0,
                     writer_seconds=10.0, memory_orders=100_000),
-    "quick": Profile("quick", warmup=200, round_trips=2_000, window=32, rounds=2, divert_rates=(300, 1000, 2000),
+    "quick": Profile("quick", warmup=200, round_trips=2_000, window=32, rounds=2,
+                     divert_rates=(300, 1000, 2000),
                      divert_seconds=2.0, surge_rates=(50, 100, 200, 400), surge_seconds=3.0,
-                     writer_seconds=2.0, memory_orders=5_000),
+                     writer_seconds=2.0, memory_orders=5_000, growth_seconds=5.0,
+                     growth_idle_seconds=2.0),
     # For the smoke test: every code path, a few seconds in all; the figures mean nothing.
-    "tiny": Profile("tiny", warmup=10, round_trips=50, window=4, rounds=1, divert_rates=(100,), divert_seconds=0.5,
+    "tiny": Profile("tiny", warmup=10, round_trips=50, window=4, rounds=1, divert_rates=(100,),
+                    divert_seconds=0.5,
                     surge_rates=(20,), surge_seconds=1.0, writer_seconds=0.5, memory_orders=300,
-                    divert_gc_probe=False),
+                    divert_gc_probe=False, growth_floors=("demo.yaml", "30"), growth_active=(20, 60),
+                    growth_seconds=1.0, growth_warmup_seconds=1.5, growth_idle_seconds=0.5),
 }
 
 
@@ -65,7 +78,7 @@ class BenchContext:
 
     def __post_init__(self) -> None:
         self.run_id = self.run_id or time.strftime("%H%M%S")
-        self.peak_path = CONFIG / "peak.yaml"
+        self.peak_path = config_file("peak.yaml")
         self.peak: Site = load_site(self.peak_path)
 
     async def sqlite_writer(self, name: str) -> StoreWriter:

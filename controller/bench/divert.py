@@ -1,5 +1,6 @@
 """Divert decisions: from the sorter scanner's read to the divert target landing in the PLC, through the
-whole engine path (OpcUaHub scan event -> Engine._on_scan -> the sorter's DeviceQueue -> Divert call).
+whole engine path (OpcUaHub scan event -> Engine.on_event -> SortDesk.on_scan -> the sorter's DeviceQueue ->
+Divert call).
 
 The PLC simulator runs at floor speed in its own process and inducts totes at the offered rate; its
 sorter stamps each scan's read time and the time its target landed (both on the PLC's clock). The
@@ -19,7 +20,8 @@ from controller.bench.context import BenchContext
 from controller.bench.gc_pauses import GcPauses, frozen_start_up
 from controller.bench.measure import CpuMeter, Latencies, LoopLag
 from controller.bench.processes import Helper, helper
-from controller.engine.floor import Engine, Route
+from controller.domain.routing import Route
+from controller.engine.orders import Engine
 from controller.ports import ScanRead
 from controller.store.db import create_schema, make_engine
 
@@ -30,16 +32,14 @@ MISSED_ALLOWED = 0.001  # a rate holds when at most this share of scans got no t
 
 
 class ScanArrivals:
-    """When the engine got each scan: wraps Engine._on_scan, the engine's own handler, unchanged."""
+    """When the engine got each scan: a watcher on the engine's sort desk, called before the answer."""
 
     def __init__(self, engine: Engine) -> None:
         self.at: dict[str, float] = {}
-        self._handle = engine._on_scan
-        engine._on_scan = self  # type: ignore[method-assign]
+        engine.sorting.watchers.append(self)
 
     def __call__(self, scan: ScanRead) -> None:
         self.at[scan.scan_id] = time.time()
-        self._handle(scan)
 
 
 def _held(step: dict[str, Any]) -> bool:
@@ -53,15 +53,16 @@ async def _step(ctx: BenchContext, engine: Engine, arrivals: ScanArrivals, plc: 
     seconds = ctx.profile.divert_seconds
     totes = [f"{prefix}-{n}" for n in range(int(rate * seconds))]
     for tote in totes:
-        engine._routes[tote] = Route(0, LANE, SORTER)  # as a labelled order's tote would have
+        engine.sorting.route(tote, Route(0, LANE, SORTER))  # as a labelled order's tote would have
     cpu = CpuMeter({"PLC simulator": plc.pid})
     cpu.start()
     with GcPauses() as pauses:
         async with LoopLag() as lag:
-            answer = json.loads(await plc.ask(f"induct {SORTER} {rate} {seconds} {prefix}", timeout=seconds + 60))
+            answer = json.loads(await plc.ask(f"induct {SORTER} {rate} {seconds} {prefix}",
+                                              timeout=seconds + 60))
     shares = cpu.stop()
     for tote in totes:
-        engine._routes.pop(tote, None)
+        engine.sorting.unroute(tote)
     latencies = Latencies(elapsed_s=answer["offered_s"])
     delivery, decision = Latencies(), Latencies()
     for scan_id, read_at, landed_at in answer["scans"]:
@@ -125,9 +126,10 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
     held = [s["offered_per_s"] for s in steps if s["held"]]
     at_1000 = next(s for s in steps if s["offered_per_s"] == probe_rate)
     return {"held_per_s": max(held) if held else 0, "p99_ms": at_1000["p99_ms"], "p50_ms": at_1000["p50_ms"],
-            "scan_delivery_p50_ms": at_1000["scan_delivery_p50_ms"], "decision_p50_ms": at_1000["decision_p50_ms"],
+            "scan_delivery_p50_ms": at_1000["scan_delivery_p50_ms"],
+            "decision_p50_ms": at_1000["decision_p50_ms"],
             "max_ms": at_1000["max_ms"], "at_rate": at_1000["offered_per_s"], "steps": steps,
             "p99_ms_without_gc_freeze": unfrozen.get("p99_ms"), "without_gc_freeze": unfrozen,
             "timing_rows_written": writer.stats.timing_rows, "counters": counters,
-            "path": "PLC scan event -> OpcUaHub -> Engine._on_scan -> sorter DeviceQueue -> Divert method call; "
-                    "latency = target landed - read, both stamped by the PLC simulator"}
+            "path": "PLC scan event -> OpcUaHub -> SortDesk.on_scan -> sorter DeviceQueue -> "
+                    "Divert method call; latency = target landed - read, both stamped by the PLC simulator"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import threading
 import time
@@ -49,7 +50,15 @@ class Latencies:
         ordered = sorted(self.samples)
         pick = (lambda q: round(percentile(ordered, q) * 1000, 3)) if ordered else (lambda q: None)
         return {"n": len(ordered), "p50_ms": pick(50), "p99_ms": pick(99),
-                "max_ms": round(ordered[-1] * 1000, 3) if ordered else None, "per_s": self.rate, "lost": self.lost}
+                "max_ms": round(ordered[-1] * 1000,
+                                3) if ordered else None, "per_s": self.rate, "lost": self.lost}
+
+
+def rss_mb() -> float:
+    """This process's resident size once the garbage is collected (what it keeps, not what it has not
+    freed yet), in MB."""
+    gc.collect()
+    return round(psutil.Process().memory_info().rss / 2**20, 1)
 
 
 def ratio(measured: float | None, baseline: float | None) -> float | None:
@@ -102,7 +111,8 @@ class CpuMeter:
     server forks a backend per connection).
     """
 
-    def __init__(self, processes: dict[str, int] | None = None, programs: dict[str, str] | None = None) -> None:
+    def __init__(self, processes: dict[str, int] | None = None,
+                 programs: dict[str, str] | None = None) -> None:
         self._procs = {name: psutil.Process(pid) for name, pid in (processes or {}).items()}
         self._programs = programs or {}
         self._program0: dict[str, dict[int, float]] = {}
@@ -178,5 +188,6 @@ class CpuMeter:
         for tid, busy in self._threads().items():
             used = busy - self._thread0.get(tid, 0.0)
             if used / wall >= 0.01:
-                shares.append(CpuShare(f"controller thread {names.get(tid, tid)}", round(100 * used / wall, 1)))
+                shares.append(CpuShare(f"controller thread {names.get(tid, tid)}",
+                                       round(100 * used / wall, 1)))
         return sorted(shares, key=lambda s: -s.percent)

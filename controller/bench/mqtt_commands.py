@@ -56,10 +56,12 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
                 for n in range(p.rounds):
                     ctx.progress(f"round {n + 1}/{p.rounds}: bare paho")
                     series["bare"].extend(await asyncio.to_thread(bare.sequential, per_round))
-                    series["bare_pipelined"].extend(await asyncio.to_thread(bare.pipelined, per_round, p.window))
+                    series["bare_pipelined"].extend(await asyncio.to_thread(bare.pipelined, per_round,
+                                                                            p.window))
                     ctx.progress(f"round {n + 1}/{p.rounds}: controller")
                     series["ctl"].extend(await path.sequential(queues[0], _show, per_round, wait_done=True))
-                    series["ctl_pipelined"].extend(await path.pipelined(queues, _show, per_round, wait_done=True))
+                    series["ctl_pipelined"].extend(await path.pipelined(queues, _show, per_round,
+                                                                        wait_done=True))
             rows = await path.settle()
         finally:
             await asyncio.to_thread(bare.close)

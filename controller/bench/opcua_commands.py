@@ -23,7 +23,7 @@ from asyncua import Client, ua
 
 from adapters.opcua import OpcUaHub
 from adapters.opcua.devices import OpcUaConveyor
-from adapters.opcua.nodemap import device_node_map, floor_node_maps, resolve
+from adapters.opcua.nodemap import resolve
 from adapters.opcua.wiring import wire
 from controller.bench.command_path import CommandPath
 from controller.bench.context import BenchContext
@@ -32,6 +32,7 @@ from controller.bench.measure import Latencies, ratio
 from controller.bench.plc_host import ECHO_NODE
 from controller.bench.processes import helper
 from controller.ports import CommandTicket, Device, DeviceEvent
+from controller.site import device_node_map, floor_node_maps
 from controller.store.writer import StoreWriter
 
 PLC = "plc-1"
@@ -79,7 +80,8 @@ class BareClient:
     async def connect(self) -> None:
         await self.client.connect()
         namespaces = await self.client.get_namespace_array()
-        self.echo = self.client.get_node(ua.NodeId(ua.String(ECHO_NODE), ua.Int16(namespaces.index(f"urn:floorctl:plc:{PLC}"))))
+        self.echo = self.client.get_node(ua.NodeId(ua.String(ECHO_NODE),
+                                                   ua.Int16(namespaces.index(f"urn:floorctl:plc:{PLC}"))))
         node_map = device_node_map(next(c for c in self.ctx.peak.conveyors if c.id == CONVEYOR))
         self.conveyor = self.client.get_node(resolve(node_map["Object"], namespaces))
         self.transport = resolve(node_map["Transport"], namespaces)
@@ -90,7 +92,8 @@ class BareClient:
 
     async def call(self) -> None:
         n = next(self._ids)
-        status = await self.conveyor.call_method(self.transport, f"bare.{self.ctx.run_id}.{n}", f"B{n}", "PS-1")
+        status = await self.conveyor.call_method(self.transport, f"bare.{self.ctx.run_id}.{n}", f"B{n}",
+                                                 "PS-1")
         if status != "accepted":
             raise RuntimeError(status)
 
@@ -127,7 +130,7 @@ async def _controller_round(ctx: BenchContext, endpoints: dict[str, str], path: 
         series["ctl_pipelined"].extend(
             await path.pipelined([queue] * ctx.profile.window, _transport, count, wait_done=False))
         await path.settle()
-        return {"finished_tickets_kept": len(conveyor.tickets._entries), "hub_counters": dict(hub.counters)}
+        return {"finished_tickets_kept": len(conveyor.tickets), "hub_counters": dict(hub.counters)}
     finally:
         await hub.stop()
 
@@ -137,7 +140,8 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
     per_round = max(1, p.round_trips // p.rounds)
     series = {name: Latencies() for name in SERIES}
     me = psutil.Process(os.getpid())
-    async with helper("PLC simulator", "controller.bench.plc_host", str(ctx.peak_path), str(PLC_SPEED)) as plc:
+    async with helper("PLC simulator", "controller.bench.plc_host", str(ctx.peak_path),
+                      str(PLC_SPEED)) as plc:
         endpoints = json.loads(plc.ready_line.removeprefix("ready "))
         bare = BareClient(ctx, endpoints[PLC])
         await bare.connect()
@@ -167,10 +171,12 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
         "bare_p50_ms": w["p50_ms"], "bare_p99_ms": w["p99_ms"], "bare_per_s": out["write_pipelined"]["per_s"],
         "bare_call_p50_ms": call["p50_ms"], "bare_call_p99_ms": call["p99_ms"],
         "bare_call_per_s": out["call_pipelined"]["per_s"],
-        "bare_events_p50_ms": out["call_with_events"]["p50_ms"], "bare_events_p99_ms": out["call_with_events"]["p99_ms"],
+        "bare_events_p50_ms": out["call_with_events"]["p50_ms"],
+        "bare_events_p99_ms": out["call_with_events"]["p99_ms"],
         "ctl_p50_ms": c["p50_ms"], "ctl_p99_ms": c["p99_ms"], "ctl_per_s": out["ctl_pipelined"]["per_s"],
         "p50_ratio": ratio(c["p50_ms"], call["p50_ms"]), "p99_ratio": ratio(c["p99_ms"], call["p99_ms"]),
-        "p50_ratio_to_write": ratio(c["p50_ms"], w["p50_ms"]), "p99_ratio_to_write": ratio(c["p99_ms"], w["p99_ms"]),
+        "p50_ratio_to_write": ratio(c["p50_ms"], w["p50_ms"]), "p99_ratio_to_write": ratio(c["p99_ms"],
+                                                                                           w["p99_ms"]),
         "p99_ratio_to_events": ratio(c["p99_ms"], out["call_with_events"]["p99_ms"]),
         "series": out,
         "ctl": {**ctl, "timing_rows_written": writer.stats.timing_rows, "commands_sent": path.sent,

@@ -35,7 +35,8 @@ async def add_echo_variable(sim: PlcSimulator) -> None:
     server = sim.server
     assert server is not None, "start the simulator first"
     namespace = await server.get_namespace_index(f"urn:floorctl:plc:{sim.plc.id}")
-    node = await server.nodes.objects.add_variable(ua.NodeId(ua.String(ECHO_NODE), ua.Int16(namespace)), ECHO_NODE, 0.0)
+    node = await server.nodes.objects.add_variable(ua.NodeId(ua.String(ECHO_NODE), ua.Int16(namespace)),
+                                                   ECHO_NODE, 0.0)
     await node.set_writable()
 
 

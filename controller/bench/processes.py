@@ -9,9 +9,10 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from controller.config_files import CODE_ROOT, from_checkout
+from simulators.broker import die_with_parent
+
 READY_TIMEOUT_S = 30.0
 LINE_LIMIT = 64 * 2**20  # helpers answer with one JSON line, which can hold every scan of a run
 
@@ -43,18 +44,27 @@ class Helper:
 
 
 @contextlib.asynccontextmanager
-async def helper(name: str, *argv: str, ready: str = "ready") -> AsyncIterator[Helper]:
+async def helper(name: str, *argv: str, ready: str = "ready",
+                 ready_timeout: float = READY_TIMEOUT_S) -> AsyncIterator[Helper]:
     """Run `python -m <argv>` until the block ends; it is ready when it prints a line starting with
-    `ready`. Its stderr is shown only when it fails to start, so a healthy run prints nothing."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    `ready`. Its stderr is shown only when it fails to start, so a healthy run prints nothing.
+
+    The helper imports the same floorctl as this process: the same interpreter, run with `-P` so
+    that no directory it starts in can shadow a package, and, from a checkout (installed or not),
+    with the checkout first on its path."""
+    env, cwd = dict(os.environ), None
+    if from_checkout():
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CODE_ROOT), os.environ.get("PYTHONPATH")]))
+        cwd = str(CODE_ROOT)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=env, cwd=str(REPO_ROOT), start_new_session=True, limit=LINE_LIMIT)
+        sys.executable, "-P", "-m", *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env=env, cwd=cwd, start_new_session=True, limit=LINE_LIMIT,
+        preexec_fn=die_with_parent())  # a bench killed mid-run leaves no simulator running
     assert proc.stdout is not None and proc.stderr is not None
     errors = asyncio.create_task(proc.stderr.read())
     try:
         try:
-            line = (await asyncio.wait_for(proc.stdout.readline(), READY_TIMEOUT_S)).decode(errors="replace")
+            line = (await asyncio.wait_for(proc.stdout.readline(), ready_timeout)).decode(errors="replace")
         except TimeoutError:
             line = ""
         if not line.startswith(ready):

@@ -1,9 +1,10 @@
 """What the real adapters keep after a run: finished command tickets, remembered for dedupe.
 
 The memory benchmark drives the engine with in-process fakes, which keep nothing once the driver
-makes them forget. The real adapters do keep finished tickets: MqttDevice up to FINISHED_MEMORY per
-device, the OPC UA TicketBook up to its capacity per device. This fills the real adapters' books with
-as many finished commands per device as the run sent (each book capped as the adapter caps it),
+makes them forget. The real adapters do keep finished tickets, each device in its TicketBook
+(adapters/tickets.py) up to the capacity its adapter gives (MQTT 128, OPC UA 2,048 per device).
+This fills the real adapters' books with as many finished commands per device as the run sent (each
+book capped as the adapter caps it),
 through the adapters' own bookkeeping, and measures what that costs in memory and in the garbage
 collector's full-collection pause.
 """
@@ -21,10 +22,16 @@ from adapters.mqtt import MqttHub
 from adapters.mqtt.devices import MqttDevice
 from adapters.opcua import OpcUaHub
 from adapters.opcua.devices import PlcDevice
-from controller.ports import CommandTicket, Completion
+from controller.ports import Completion
 from controller.site import Site
 
-RESULTS = {"pick_light": {"picked": 1, "short": False}}
+# What each kind was sent and answered, as the wire would carry it (the adapter checks results).
+PACK = {"order_id": "1", "tote_id": "T1", "items": 1}
+COMMANDS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "pick_light": ("show", {"location": "A-01", "qty": 1, "colour": "green"}, {"picked": 1, "short": False}),
+    "printer": ("print", {"zpl": "^XA^XZ"}, {"labels_remaining": 100}),
+    "pack_station": ("pack", PACK, dict(PACK)),
+}
 
 
 def _full_collection_ms() -> float:
@@ -35,16 +42,19 @@ def _full_collection_ms() -> float:
 
 def _finish_mqtt(device: MqttDevice, command_id: str) -> None:
     # The device's own handlers, fed what the wire would carry: the hub calls exactly these.
-    device._pending[command_id] = CommandTicket(command_id, device.device_id)
+    action, params, result = COMMANDS[device.kind.value]
+    device.tickets.submit(command_id, (action, params))
     header = {"message_id": 1, "timestamp": "", "device_id": device.device_id, "version": "1.0"}
     device.on_ack({"header": header, "command_id": command_id, "status": "accepted"})
-    device.on_done({"header": header, "command_id": command_id, "outcome": "done",
-                    "result": RESULTS.get(device.kind.value, {})})
+    done = {"header": header, "command_id": command_id, "outcome": "done", "result": result}
+    problem = device.on_done(done)
+    if problem is not None:
+        raise RuntimeError(f"{device.device_id}: the adapter refused the bench's own done: {problem}")
 
 
 def _finish_opcua(device: PlcDevice, command_id: str) -> None:
-    entry = device.tickets.open(command_id, "Transport", (command_id, f"T{command_id}", "PS-1"))
-    entry.ticket.ack()
+    device.tickets.submit(command_id, ("Transport", (command_id, f"T{command_id}", "PS-1")))
+    device.tickets.accept(command_id)
     device.tickets.finish(Completion(command_id, True, time.time(),
                                      result=device.completion_result(f"T{command_id}", "PS-1")))
 
@@ -63,12 +73,13 @@ def retained_by_adapters(site: Site, commands: Counter[str]) -> dict[str, Any]:
             continue
         for n in range(count):
             finish(device, f"r.{device_id}.{n}")
-    kept = sum(len(d._finished) for d in mqtt.values()) + sum(len(d.tickets._entries) for d in opcua.values())
+    kept = sum(len(d.tickets) for d in mqtt.values()) + sum(len(d.tickets) for d in opcua.values())
     after_ms = _full_collection_ms()
     grown = process.memory_info().rss - before
-    return {"tickets_kept": kept, "mqtt_tickets_kept": sum(len(d._finished) for d in mqtt.values()),
-            "opcua_tickets_kept": sum(len(d.tickets._entries) for d in opcua.values()),
+    return {"tickets_kept": kept, "mqtt_tickets_kept": sum(len(d.tickets) for d in mqtt.values()),
+            "opcua_tickets_kept": sum(len(d.tickets) for d in opcua.values()),
             "rss_mb": round(grown / 2**20, 1), "bytes_per_ticket": round(grown / kept) if kept else None,
             "full_gc_ms_before": before_ms, "full_gc_ms_after": after_ms,
-            "holders": "adapters/mqtt/devices.py FINISHED_MEMORY (128 per device), "
-                       "adapters/opcua/tickets.py TicketBook capacity (2,048 finished per device)"}
+            "holders": "adapters/tickets.py TicketBook: "
+                       "adapters/mqtt/devices.py FINISHED_MEMORY (128 per device), "
+                       "adapters/opcua/devices.py FINISHED_MEMORY (2,048 per device)"}

@@ -16,7 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self, TextIO
 
-from controller.bench import divert, machine, memory, mqtt_commands, opcua_commands, surge, timing_writer
+from controller.bench import (
+    data_scale,
+    divert,
+    growth,
+    machine,
+    memory,
+    mqtt_commands,
+    opcua_commands,
+    standby,
+    surge,
+    timing_writer,
+    whatif,
+)
 from controller.bench.context import BenchContext, Profile
 from controller.bench.measure import CpuMeter
 from controller.bench.report import render, targets
@@ -42,6 +54,9 @@ BENCHMARKS = (
     Benchmark("surge", "order surge", surge.run, lambda p: len(p.surge_rates) * (p.surge_seconds + 4) + 5),
     Benchmark("writer", "timing writer", timing_writer.run, lambda p: 2 * p.writer_seconds + 2),
     Benchmark("memory", "memory", memory.run, lambda p: 3 + p.memory_orders / 800),
+    Benchmark("standby", "hot-standby take-over", standby.run, lambda p: 15 if p.name == "tiny" else 45),
+    Benchmark("whatif", "what-if, the demo floor", whatif.run,
+              lambda p: {"full": 200, "quick": 35}.get(p.name, 6)),
 )
 
 
@@ -79,7 +94,8 @@ class Progress:
     def _draw(self, force_line: bool = False) -> None:
         fraction = self._fraction()
         bar = "#" * int(fraction * 30)
-        text = f"bench [{bar:<30}] {fraction * 100:3.0f}%  {self.step}" + (f": {self.note}" if self.note else "")
+        note = f": {self.note}" if self.note else ""
+        text = f"bench [{bar:<30}] {fraction * 100:3.0f}%  {self.step}{note}"
         if self.tty:
             self.out.write("\r" + text + "\x1b[K")
             self.out.flush()
@@ -107,6 +123,23 @@ class Progress:
             self._draw()
 
 
+def data_scale_step(rows: int) -> Benchmark:
+    """`--data-scale ROWS`: this step alone (its own data set, minutes to fill; not in the full run)."""
+    return Benchmark("data_scale", "data at scale", lambda ctx: data_scale.run(ctx, rows),
+                     lambda _p: 120 + rows / 60_000)
+
+
+def growth_step() -> Benchmark:
+    """`--growth`: this step alone (three floors up to 1,000 devices, 20,000 active orders: minutes)."""
+    def expected_s(p: Profile) -> float:
+        start_s = 25  # broker, simulators and controller started, every device online
+        per_level_s = p.growth_idle_seconds + p.growth_warmup_seconds + p.growth_seconds + 2
+        return len(p.growth_floors) * (start_s + p.growth_idle_seconds + max(p.growth_active) / 1_000
+                                       + len(p.growth_active) * per_level_s)
+
+    return Benchmark("growth", "how cost grows", growth.run, expected_s)
+
+
 def profile_for(args: argparse.Namespace) -> Profile:
     if os.environ.get(TINY_ENV, "") not in ("", "0"):
         return Profile.named("tiny")
@@ -115,6 +148,9 @@ def profile_for(args: argparse.Namespace) -> Profile:
 
 async def run_bench(args: argparse.Namespace) -> int:
     profile = profile_for(args)
+    rows = getattr(args, "data_scale", None)
+    steps = (data_scale_step(rows),) if rows else (growth_step(),) if getattr(args, "growth", False) \
+        else BENCHMARKS
     for name in QUIET_LOGGERS:  # warnings such as asyncua's revised session values would tear the bar
         logging.getLogger(name).setLevel(logging.ERROR)
     results: dict[str, Any] = {"profile": profile.name, "machine": await asyncio.to_thread(machine.describe)}
@@ -124,9 +160,9 @@ async def run_bench(args: argparse.Namespace) -> int:
     machine_cpu.start()
     with tempfile.TemporaryDirectory(prefix="floorctl-bench-") as scratch:
         ctx = BenchContext(profile, Path(scratch), getattr(args, "database_url", None))
-        async with Progress(sum(b.expected_s(profile) for b in BENCHMARKS)) as progress:
+        async with Progress(sum(b.expected_s(profile) for b in steps)) as progress:
             ctx.progress = progress.noted
-            for bench in BENCHMARKS:
+            for bench in steps:
                 progress.begin(bench.title, bench.expected_s(profile))
                 step_started = time.monotonic()
                 try:
@@ -142,8 +178,9 @@ async def run_bench(args: argparse.Namespace) -> int:
     results["machine"]["other_processes_cpu_percent"] = others
     results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     if others > NOISY_PERCENT:
-        results["machine"]["warning"] = (f"other processes used {others:.0f}% of a core on average during the run: "
-                                         "they competed for the same cores, so latencies are inflated")
+        results["machine"]["warning"] = (f"other processes used {others:.0f}% of a core on average during "
+                                         "the run: they competed for the same cores, so latencies are "
+                                         "inflated")
     results["targets"] = targets(results)
     if args.json:
         print(json.dumps(results))

@@ -42,22 +42,30 @@ ONE_ROW_TASKS = tuple(t.value for t in (Task.CONVEY, Task.PACK, Task.LABEL, Task
 
 
 def surge_site(ctx: BenchContext, broker_url: str) -> Path:
-    """config/peak.yaml with every human and printer delay at zero and the PLCs on free ports. What
-    must not shrink with the speed is stretched by it, so that in wall-clock seconds it stays what
-    the site file says: the controller's time-outs, and the sorters' scan-to-divert distance (the
-    divert answer's budget, 1.2 s on the peak sorters; at 50x it would otherwise be 24 ms)."""
+    """config/peak.yaml as a fast floor (`fast_site`)."""
     data = yaml.safe_load(ctx.peak_path.read_text(encoding="utf-8"))
+    return fast_site(data, broker_url, ctx.scratch / "surge.yaml")
+
+
+def fast_site(data: dict[str, Any], broker_url: str, path: Path) -> Path:
+    """A site file's data with every human and printer delay at zero, rolls of labels that do not run
+    out and the PLCs on free ports, written to `path`. What must not shrink with the speed is
+    stretched by it, so that in wall-clock seconds it stays what the site file says: the
+    controller's time-outs, and the sorters' scan-to-divert distance (the divert answer's budget,
+    1.2 s on the peak sorters; at 50x it would otherwise be 24 ms)."""
     data["broker"]["url"] = broker_url
-    data["simulation"].update(operator={"mean_s": 0, "spread_s": 0}, packer={"mean_s": 0, "spread_s": 0},
-                              printer={"print_s": 0})
+    data.setdefault("simulation", {}).update(operator={"mean_s": 0, "spread_s": 0},
+                                              packer={"mean_s": 0, "spread_s": 0}, printer={"print_s": 0})
+    for printer in data["printers"]:
+        printer["media_labels"] = max(printer.get("media_labels", 0), 10_000_000)
     for plc in data["plcs"]:
         plc["endpoint"] = endpoint_with_port(plc["endpoint"], free_port())
     for sorter in data["sorters"]:
         sorter["scan_to_divert_m"] *= SPEED
         sorter["loop_length_m"] *= SPEED
-    data["timeouts"] = {key: value * SPEED if key.endswith("_s") and key != "ack_s" else value
-                        for key, value in data["timeouts"].items()}
-    path = ctx.scratch / "surge.yaml"
+    data["timeouts"] = {key: value * SPEED if key.endswith("_s") and key != "ack_s"
+                        and isinstance(value, int | float) else value
+                        for key, value in data.get("timeouts", {}).items()}
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     load_site(path)  # still a valid site
     return path
@@ -95,15 +103,18 @@ async def _recorded(controller: Controller, ids: list[int]) -> dict[str, Any]:
     async with controller.db.connect() as conn:
         for i in range(0, len(ids), 1000):
             part = ids[i:i + 1000]
-            found = (await conn.execute(select(col(OrderRow.id), col(OrderRow.received_at), col(OrderRow.shipped_at))
-                                        .where(col(OrderRow.id).in_(part), col(OrderRow.state) == "shipped"))).all()
+            found = (await conn.execute(select(col(OrderRow.id), col(OrderRow.received_at),
+                                               col(OrderRow.shipped_at))
+                                        .where(col(OrderRow.id).in_(part),
+                                               col(OrderRow.state) == "shipped"))).all()
             shipped += found
             for (reason,) in (await conn.execute(select(col(OrderRow.reason)).where(
                     col(OrderRow.id).in_(part), col(OrderRow.state) == "exception"))).all():
                 reasons[reason or "unknown"] += 1
             done = [r.id for r in found]
             for order_id, count in (await conn.execute(
-                    select(col(OrderLineRow.order_id), func.count()).where(col(OrderLineRow.order_id).in_(done))
+                    select(col(OrderLineRow.order_id),
+                           func.count()).where(col(OrderLineRow.order_id).in_(done))
                     .group_by(col(OrderLineRow.order_id)))).all():
                 lines[order_id] = count
             for command_order, task, count in (await conn.execute(
@@ -223,11 +234,12 @@ async def _step(ctx: BenchContext, controller: Controller, orders: OrderGenerato
     step: dict[str, Any] = {
         "offered_per_s": rate, "offered": len(ids), **recorded,
         "exceptions": summary["orders"]["exception"], "unfinished": summary["orders"]["unfinished"],
-        "drain_s": round(waited, 2), "loop_lag_p99_ms": lag.lags.ms(99), "loop_lag_max_ms": lag.lags.summary()["max_ms"],
+        "drain_s": round(waited, 2), "loop_lag_p99_ms": lag.lags.ms(99),
+        "loop_lag_max_ms": lag.lags.summary()["max_ms"],
         "controller_gc": pauses.summary(),
         "writer_max_batch_ms": round(controller.writer.stats.max_batch_ms, 1),
         "cpu_percent": cpu_shares, "busiest": _busiest(cpu_shares),
-        "slowest_stage": summary["bottleneck"]["stage"], "slowest_device": summary["bottleneck"]["device"],
+        "slowest_stage": summary["slowest"]["stage"], "slowest_device": summary["slowest"]["device"],
         "devices": devices, "busiest_devices": _busiest_kind(devices),
     }
     step["sustained"] = (recorded["shipped"] >= SHIPPED_SHARE * len(ids) and step["exceptions"] == 0
@@ -243,11 +255,12 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
         async with helper("simulated floor", "controller.cli", "sim", "--site", str(site_path),
                           "--speed", str(SPEED), ready="floorctl sim:") as sims:
             controller = Controller(Settings(
-                site=site, data_dir=ctx.scratch / "surge", database_url=f"sqlite+aiosqlite:///{ctx.scratch / 'surge.db'}",
+                site=site, data_dir=ctx.scratch / "surge",
+                database_url=f"sqlite+aiosqlite:///{ctx.scratch / 'surge.db'}",
                 broker_url=url, plc_endpoints={p.id: p.endpoint for p in site.plcs}, speed=SPEED))
             await controller.start(serve_api=False)
             try:
-                await _until_online(controller)
+                await until_online(controller)
                 orders = OrderGenerator(site, f"surge{ctx.run_id}", seed=5)
                 pids = {"broker (mosquitto)": broker_pid, "simulators (floorctl sim)": sims.pid}
                 with frozen_start_up():
@@ -272,7 +285,7 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
     }
 
 
-async def _until_online(controller: Controller, timeout: float = 30.0) -> None:
+async def until_online(controller: Controller, timeout: float = 30.0) -> None:
     """The simulators publish their state as they connect; wait until the engine sees every device."""
     deadline = time.monotonic() + timeout
     while not all(q.usable for q in controller.engine.queues.values()):

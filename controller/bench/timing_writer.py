@@ -30,7 +30,8 @@ HIGH_WATER = 20_000
 
 def _row(run: str, n: int, now: float) -> dict[str, Any]:
     """A timing row as DeviceQueue writes one."""
-    return {"command_id": f"bench.{run}.{n}", "order_id": n // 5, "task": "pick", "device_id": f"ptl-{n % 240}",
+    return {"command_id": f"bench.{run}.{n}", "order_id": n // 5, "task": "pick",
+            "device_id": f"ptl-{n % 240}",
             "device_kind": "pick_light", "protocol": "mqtt", "command": "show", "queued_at": now,
             "sent_at": now, "acked_at": now + 0.0003, "completed_at": now + 0.002, "outcome": "ok",
             "reason": None, "retries": 0}
@@ -67,7 +68,8 @@ async def loop_noise(run: str, seconds: float) -> dict[str, Any]:
     async with LoopLag() as lag:
         await _put_rows(DroppedRows(), run, seconds)
     stalls = lag.lags.summary()
-    return {"stall_p50_ms": stalls["p50_ms"], "stall_p99_ms": stalls["p99_ms"], "stall_max_ms": stalls["max_ms"]}
+    return {"stall_p50_ms": stalls["p50_ms"], "stall_p99_ms": stalls["p99_ms"],
+            "stall_max_ms": stalls["max_ms"]}
 
 
 async def measure(url: str, run: str, seconds: float, *, server: str | None = None) -> dict[str, Any]:
@@ -87,7 +89,8 @@ async def measure(url: str, run: str, seconds: float, *, server: str | None = No
     finally:
         await writer.close()
     stalls = lag.lags.summary()
-    return {"cpu_percent": shares, "rows": writer.stats.timing_rows, "rows_put": put, "rows_per_s": round(writer.stats.timing_rows / total_s),
+    return {"cpu_percent": shares, "rows": writer.stats.timing_rows, "rows_put": put,
+            "rows_per_s": round(writer.stats.timing_rows / total_s),
             "put_per_s": round(put / put_s), "seconds": round(total_s, 2), "batches": writer.stats.batches,
             "max_batch_ms": round(writer.stats.max_batch_ms, 1), "stall_p50_ms": stalls["p50_ms"],
             "stall_p99_ms": stalls["p99_ms"], "stall_max_ms": stalls["max_ms"], "errors": writer.stats.errors}
@@ -117,7 +120,8 @@ async def postgres_schema(url: str, name: str) -> AsyncIterator[str]:
     except BaseException:
         admin.dispose()
         raise
-    scoped = base.update_query_dict({"options": f"-csearch_path={name}"}).render_as_string(hide_password=False)
+    scoped_url = base.update_query_dict({"options": f"-csearch_path={name}"})
+    scoped = scoped_url.render_as_string(hide_password=False)
     try:
         await asyncio.to_thread(_create_tables, scoped)
         yield scoped
@@ -134,7 +138,8 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
     sqlite = await measure(sqlite_url, ctx.run_id, seconds)
     ctx.progress("the loop without a writer")
     control = await loop_noise(ctx.run_id, min(seconds, 3.0))
-    result: dict[str, Any] = {"sqlite_rows_per_s": sqlite["rows_per_s"], "stall_p99_ms": sqlite["stall_p99_ms"],
+    result: dict[str, Any] = {"sqlite_rows_per_s": sqlite["rows_per_s"],
+                              "stall_p99_ms": sqlite["stall_p99_ms"],
                               "stall_max_ms": sqlite["stall_max_ms"],
                               "stall_p99_ms_without_writer": control["stall_p99_ms"], "sqlite": sqlite,
                               "without_writer": control}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Container, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -21,6 +22,31 @@ class OrderState(StrEnum):
 
 
 TERMINAL = frozenset({OrderState.SHIPPED, OrderState.CANCELLED})
+
+_S = OrderState
+# The order state machine: where each state may go next. Every active state may also go to exception
+# (a device failed, a short pick) or be cancelled; an exception goes back to the state it stopped
+# (Order.resolve), never anywhere else.
+NEXT: dict[OrderState, frozenset[OrderState]] = {
+    state: frozenset(nxt) | ({_S.EXCEPTION, _S.CANCELLED} if state not in TERMINAL else frozenset())
+    for state, nxt in {
+        _S.RECEIVED: {_S.HELD, _S.ALLOCATED},
+        _S.HELD: {_S.ALLOCATED},
+        _S.ALLOCATED: {_S.PICKING},
+        _S.PICKING: {_S.CONVEYED},
+        _S.CONVEYED: {_S.PACKED},
+        _S.PACKED: {_S.LABELLED},
+        _S.LABELLED: {_S.SORTED},
+        _S.SORTED: {_S.SHIPPED},
+        _S.EXCEPTION: set(),
+        _S.SHIPPED: set(),
+        _S.CANCELLED: set(),
+    }.items()
+}
+NEXT[_S.EXCEPTION] = frozenset({_S.CANCELLED})
+# States an order may enter again while in them: a held order whose reason changed, a pick resumed
+# after a short pick was resolved.
+REENTRANT = frozenset({_S.HELD, _S.PICKING})
 # Stage timestamps kept per order: the time each state was entered.
 STAGE_STAMPS = tuple(s.value for s in OrderState)
 
@@ -69,16 +95,42 @@ class Order:
     def items(self) -> int:
         return sum(line.qty for line in self.lines)
 
+    def as_received(self) -> NewOrder:
+        """The order as the WMS released it."""
+        return NewOrder(self.external_id, tuple((ln.sku, ln.qty) for ln in self.lines), self.carrier,
+                        self.priority, self.due_at)
+
+    def receive(self, at: float) -> None:
+        """Stamp the arrival of a new order (its first state)."""
+        if self.stamps:
+            raise InvalidTransition(f"order {self.id} was already received")
+        self.state = OrderState.RECEIVED
+        self.stamps[OrderState.RECEIVED.value] = at
+
     def enter(self, state: OrderState, at: float, reason: str | None = None) -> None:
+        """Move to `state`; raises InvalidTransition when the state machine does not allow it."""
+        if state not in NEXT[self.state] and not (state is self.state and state in REENTRANT):
+            raise InvalidTransition(f"order {self.id} cannot go from {self.state.value} to {state.value}")
         self.state = state
         self.reason = reason
         self.stamps[state.value] = at
 
     def fail(self, at: float, reason: str) -> None:
         """Send the order to exception; resolving it retries the stage it was in."""
-        if self.state is not OrderState.EXCEPTION:
-            self.resume_state = self.state
+        self.resume_state = self.state
         self.enter(OrderState.EXCEPTION, at, reason)
+
+    def resolve(self, at: float) -> None:
+        """A person resolved the exception: retry the stage it stopped, with new command ids."""
+        if self.state is not OrderState.EXCEPTION:
+            raise InvalidTransition(f"order {self.id} is {self.state.value}, not in exception")
+        self.attempt += 1
+        self.state = self.resume_state or OrderState.RECEIVED
+        self.reason = None
+        self.stamps[self.state.value] = at
+
+    def cancel(self, at: float) -> None:
+        self.enter(OrderState.CANCELLED, at)
 
     def command_id(self, task: Task, part: int | str = 0) -> str:
         """A deterministic id: a restarted controller re-sends the same id, and the device dedupes it."""
@@ -107,14 +159,16 @@ class Stock:
         for loc in locations:
             self.by_sku.setdefault(loc.sku, []).append(loc)
 
-    def allocate(self, lines: list[OrderLine]) -> str | None:
-        """Reserve every line at one location each, or nothing. Returns the hold reason, if any."""
+    def allocate(self, lines: list[OrderLine], *, avoid: Container[str] = ()) -> str | None:
+        """Reserve every line at one location each, or nothing. Returns the hold reason, if any.
+        Locations in `avoid` (e.g. behind a faulted pick light) are not used."""
         plan: list[tuple[OrderLine, StockLocation]] = []
         planned: dict[str, int] = {}  # location -> qty this order already takes there
         for line in lines:
-            candidates = self.by_sku.get(line.sku)
+            candidates = [loc for loc in self.by_sku.get(line.sku, ()) if loc.location not in avoid]
             if not candidates:
-                return f"unknown SKU {line.sku}"
+                known = line.sku in self.by_sku
+                return f"no usable location for {line.sku}" if known else f"unknown SKU {line.sku}"
             # The location with the most to spare after what this order already takes from it.
             best = max(candidates, key=lambda loc: loc.available - planned.get(loc.location, 0))
             if best.available - planned.get(best.location, 0) < line.qty:
@@ -127,6 +181,23 @@ class Stock:
             loc.reserved += line.qty
             line.location = loc.location
         return None
+
+    def move(self, lines: list[OrderLine], *, avoid: Container[str]) -> list[StockLocation] | None:
+        """Move the open reservations of these lines to other locations, all of them or none (the
+        pick light of their location takes no work). Returns the locations whose stock changed."""
+        before = [(line, line.location, line.qty - line.picked_qty) for line in lines]
+        remainder = [OrderLine(line.line_no, line.sku, qty) for line, _, qty in before]
+        if self.allocate(remainder, avoid=avoid) is not None:
+            return None
+        changed: dict[str, StockLocation] = {}
+        for (line, old, qty), moved in zip(before, remainder, strict=True):
+            if old is not None:
+                loc = self.by_location[old]
+                loc.reserved -= qty
+                changed[old] = loc
+            line.location = moved.location
+            changed[moved.location or ""] = self.by_location[moved.location or ""]
+        return list(changed.values())
 
     def confirm_pick(self, location: str, *, shown: int, picked: int) -> StockLocation:
         """The operator took `picked` of the `shown` reserved items; the rest is no longer reserved."""
@@ -159,6 +230,21 @@ class NewOrder:
     due_at: float | None = None
 
 
+def differences(new: NewOrder, known: NewOrder) -> list[str]:
+    """What a re-posted order changes of the one already received under its external id."""
+    out = []
+    if sorted(new.lines) != sorted(known.lines):
+        out.append(f"lines {_lines(new.lines)} instead of {_lines(known.lines)}")
+    for name in ("carrier", "priority", "due_at"):
+        if getattr(new, name) != getattr(known, name):
+            out.append(f"{name} {getattr(new, name)!r} instead of {getattr(known, name)!r}")
+    return out
+
+
+def _lines(lines: tuple[tuple[str, int], ...]) -> str:
+    return "[" + ", ".join(f"{sku} x{qty}" for sku, qty in lines) + "]"
+
+
 @dataclass(frozen=True, slots=True)
 class Received:
     id: int
@@ -167,12 +253,39 @@ class Received:
     created: bool  # False when the external id was already known (idempotent re-post)
 
 
+def check_new_orders(new_orders: Sequence[NewOrder], skus: Container[str], carriers: Collection[str]) -> None:
+    """Raise OrderRejected naming every unknown SKU and carrier (field paths `i.lines.j.sku`; no
+    index prefix when there is one order)."""
+    problems: dict[str, str] = {}
+    many = len(new_orders) > 1
+    for i, new in enumerate(new_orders):
+        prefix = f"{i}." if many else ""
+        if new.carrier not in carriers:
+            known = ", ".join(sorted(carriers))
+            problems[f"{prefix}carrier"] = f"unknown carrier {new.carrier!r} (known: {known})"
+        for j, (sku, _qty) in enumerate(new.lines):
+            if sku not in skus:
+                problems[f"{prefix}lines.{j}.sku"] = f"unknown SKU {sku!r}"
+    if problems:
+        raise OrderRejected(problems)
+
+
 class OrderRejected(ValueError):
     """An order that names what the floor does not have. `problems` maps a field path to a message."""
 
     def __init__(self, problems: dict[str, str]) -> None:
         super().__init__("; ".join(f"{k}: {v}" for k, v in problems.items()))
         self.problems = problems
+
+
+class OrderConflict(ValueError):
+    """A re-posted external id with other content than the order already received under it.
+    `conflicts` maps each external id to what differs."""
+
+    def __init__(self, conflicts: dict[str, list[str]]) -> None:
+        super().__init__("; ".join(f"order {ext} was already received with other content: {', '.join(diff)}"
+                                   for ext, diff in conflicts.items()))
+        self.conflicts = conflicts
 
 
 class OrderNotFound(LookupError):

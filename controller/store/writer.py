@@ -13,14 +13,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, create_engine, event, insert, update
+from sqlalchemy import bindparam, create_engine, event, insert, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.pool import ConnectionPoolEntry
 
+from controller.store import order_counts, partitions
+from controller.store.lease import Fenced, WriteFence, harden
 from controller.store.tables import DeviceCommandRow, OrderLineRow, OrderRow, StockRow
 
 log = logging.getLogger(__name__)
@@ -42,7 +47,7 @@ def make_sync_engine(url: str) -> Engine:
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+        def _pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")
@@ -60,11 +65,16 @@ class Batch:
     line_updates: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
     stock: dict[str, dict[str, Any]] = field(default_factory=dict)
     timings: dict[str, dict[str, Any]] = field(default_factory=dict)  # by command_id: last wins
+    # Small tables (alarms, the device-control audit trail): whole rows by (table, key), last wins;
+    # and rows only ever added.
+    upserts: dict[tuple[str, tuple[Any, ...]], tuple[Any, tuple[str, ...], dict[str, Any]]] = field(
+        default_factory=dict)
+    appends: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
     def size(self) -> int:
         return (len(self.orders) + len(self.lines) + len(self.order_updates) + len(self.line_updates)
-                + len(self.stock) + len(self.timings))
+                + len(self.stock) + len(self.timings) + len(self.upserts) + len(self.appends))
 
 
 @dataclass
@@ -76,6 +86,7 @@ class WriterStats:
     last_batch_ms: float = 0.0
     max_batch_ms: float = 0.0
     errors: int = 0
+    refused_rows: int = 0  # put while this instance did not lead (a hot standby): never written
 
 
 class StoreWriter:
@@ -90,10 +101,25 @@ class StoreWriter:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="floorctl-writer")
+        # A hot-standby pair (controller/ha): every batch checks the lease's epoch first; a refused
+        # batch is dropped whole and `on_fenced` is told (the instance steps down).
+        self.fence: WriteFence | None = None
+        self.on_fenced: Callable[[str], None] | None = None
+        # PostgreSQL with timing rows partitioned by day (controller/store/partitions.py): the days
+        # that have their table, and when a day that could not be made may be tried again.
+        self.partitioned = False
+        self._days: set[int] = set()
+        self._retry_days_at = 0.0
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
-        self._engine = await asyncio.get_running_loop().run_in_executor(self._thread, make_sync_engine, self.url)
+        self._engine = await asyncio.get_running_loop().run_in_executor(self._thread, make_sync_engine,
+                                                                        self.url)
+        if self.fence is not None:
+            # before the first connection: the pool keeps it, and every batch of a frozen leader
+            # must be ended by the server, or its FOR SHARE of the lease row holds off a take-over
+            harden(self._engine, idle_in_transaction_s=self.fence.idle_in_transaction_s)
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._learn_partitions)
         self._task = asyncio.create_task(self._run(), name="store-writer")
 
     async def close(self) -> None:
@@ -133,12 +159,23 @@ class StoreWriter:
         self._nudge()
 
     def put_stock(self, location: str, sku: str, on_hand: int, reserved: int) -> None:
-        self._pending.stock[location] = {"location": location, "sku": sku, "on_hand": on_hand, "reserved": reserved}
+        self._pending.stock[location] = {"location": location, "sku": sku, "on_hand": on_hand,
+                                         "reserved": reserved}
         self._nudge()
 
     def timing(self, row: dict[str, Any]) -> None:
         """A device command's timing row; the same command_id again replaces it (retries, restarts)."""
         self._pending.timings[row["command_id"]] = row
+        self._nudge()
+
+    def upsert(self, table: Any, keys: tuple[str, ...], row: dict[str, Any]) -> None:
+        """A whole row of `table`, inserted or replacing the one with the same `keys` columns."""
+        self._pending.upserts[(table.name, tuple(row[k] for k in keys))] = (table, keys, row)
+        self._nudge()
+
+    def append(self, table: Any, row: dict[str, Any]) -> None:
+        """A row that is only ever added (its id, if any, comes from the database)."""
+        self._pending.appends.append((table, row))
         self._nudge()
 
     async def flush(self) -> None:
@@ -168,28 +205,42 @@ class StoreWriter:
                 pass
             self._wake.clear()
             batch, self._pending = self._pending, Batch()
-            if batch.size():
+            if batch.size() and self.fence is not None and self.fence.epoch is None:
+                self.stats.refused_rows += batch.size()  # not leading: nothing to write, nothing to wait for
+            elif batch.size():
                 started = time.perf_counter()
                 try:
                     await loop.run_in_executor(self._thread, self._write, batch)
-                except Exception as exc:  # keep the data: retry the batch with what came after it
+                except Fenced as exc:
+                    self._refused(batch, str(exc))
+                except Exception as exc:  # noqa: BLE001  any failure: keep the data, retry it with what came after
                     self.stats.errors += 1
                     log.error("database write failed (%s); retrying in 1 s", exc)
                     self._requeue(batch)
                     await asyncio.sleep(1.0)
                     continue
-                elapsed = (time.perf_counter() - started) * 1000
-                self.stats.batches += 1
-                self.stats.rows += batch.size()
-                self.stats.timing_rows += len(batch.timings)
-                self.stats.last_batch_rows = batch.size()
-                self.stats.last_batch_ms = elapsed
-                self.stats.max_batch_ms = max(self.stats.max_batch_ms, elapsed)
+                else:
+                    elapsed = (time.perf_counter() - started) * 1000
+                    self.stats.batches += 1
+                    self.stats.rows += batch.size()
+                    self.stats.timing_rows += len(batch.timings)
+                    self.stats.last_batch_rows = batch.size()
+                    self.stats.last_batch_ms = elapsed
+                    self.stats.max_batch_ms = max(self.stats.max_batch_ms, elapsed)
             for waiter in batch.waiters:
                 if not waiter.done():
                     waiter.set_result(None)
             if self._closing and not self._pending.size() and not self._pending.waiters:
                 return
+
+    def _refused(self, batch: Batch, reason: str) -> None:
+        """Another instance leads now: this batch and everything after it are dropped, never written."""
+        log.error("database write refused, stepping down: %s", reason)
+        self.stats.refused_rows += batch.size()
+        if self.fence is not None:
+            self.fence.epoch = None
+        if self.on_fenced is not None:
+            self.on_fenced(reason)
 
     def _requeue(self, failed: Batch) -> None:
         newer, self._pending = self._pending, failed
@@ -201,39 +252,104 @@ class StoreWriter:
             self.update_line(order_id, line_no, **values)
         self._pending.stock.update(newer.stock)
         self._pending.timings.update(newer.timings)
+        self._pending.upserts.update(newer.upserts)
+        self._pending.appends.extend(newer.appends)
         self._pending.waiters.extend(newer.waiters)
+
+    def _learn_partitions(self) -> None:
+        assert self._engine is not None
+        if self._engine.dialect.name != "postgresql":
+            return
+        with self._engine.connect() as conn:
+            self.partitioned = partitions.is_partitioned(conn)
+            if self.partitioned:
+                self._days = set(partitions.day_partitions(conn))
+
+    def _make_days(self, rows: Any) -> None:
+        """Make the day tables this batch's timing rows need and that are not there (normally made
+        days ahead by the maintenance task; this is for a clock that jumped or a missed run)."""
+        assert self._engine is not None
+        wanted = {partitions.day_of(row["queued_at"]) for row in rows} - self._days
+        if not wanted or time.monotonic() < self._retry_days_at:
+            return
+        with self._engine.connect() as conn:
+            partitions.ensure_days(conn, wanted)
+            self._days = set(partitions.day_partitions(conn))
+        if wanted - self._days:
+            self._retry_days_at = time.monotonic() + 60.0  # their rows go to the default partition
 
     def _write(self, batch: Batch) -> None:
         assert self._engine is not None
+        if self.partitioned and batch.timings:
+            self._make_days(batch.timings.values())
         with self._engine.begin() as conn:
+            if self.fence is not None:
+                self.fence.check(conn)
+            # Orders by state move with the orders, read before they change (order_counts.py).
+            counted = order_counts.changes(conn, (row["state"] for row in batch.orders.values()),
+                                           batch.order_updates)
             if batch.orders:
                 conn.execute(insert(ORDERS), list(batch.orders.values()))
             if batch.lines:
                 conn.execute(insert(LINES), list(batch.lines.values()))
             _update_many(conn, ORDERS, batch.order_updates.items(), lambda key: {"k_id": key}, ("id",))
+            order_counts.apply(conn, counted)
             _update_many(conn, LINES, batch.line_updates.items(),
                          lambda key: {"k_order_id": key[0], "k_line_no": key[1]}, ("order_id", "line_no"))
             if batch.stock:
-                conn.execute(_upsert(conn, STOCK, ["location"], ["on_hand", "reserved"]), list(batch.stock.values()))
+                conn.execute(_upsert(conn, STOCK, ["location"], ["on_hand", "reserved"]),
+                             list(batch.stock.values()))
             if batch.timings:
                 # The bulk of every batch: plain tuples straight to the driver. Building and binding
                 # dicts through SQLAlchemy costs several times more Python, all of it holding the GIL
                 # that the event loop needs.
-                conn.exec_driver_sql(_timing_upsert(conn.dialect.paramstyle),
+                if self.partitioned:
+                    _drop_requeued(conn, batch.timings.values())
+                conn.exec_driver_sql(_timing_upsert(conn.dialect.paramstyle, self.partitioned),
                                      [tuple(map(row.get, TIMING_COLUMNS)) for row in batch.timings.values()])
+            appends: dict[Any, list[dict[str, Any]]] = {}
+            for table, row in batch.appends:
+                appends.setdefault(table, []).append(row)
+            for table, rows in appends.items():
+                conn.execute(insert(table), rows)
+            upserts: dict[tuple[Any, tuple[str, ...]], list[dict[str, Any]]] = {}
+            for table, keys, row in batch.upserts.values():
+                upserts.setdefault((table, keys), []).append(row)
+            for (table, keys), rows in upserts.items():
+                columns = [c.name for c in table.columns if c.name not in keys]
+                conn.execute(_upsert(conn, table, list(keys), columns), rows)
+            if self.fence is not None:
+                self.fence.log(conn, batch.size())
 
 
-def _timing_upsert(paramstyle: str) -> str:
-    """INSERT ... ON CONFLICT (command_id) DO UPDATE, the same in SQLite and PostgreSQL."""
+def _timing_upsert(paramstyle: str, partitioned: bool = False) -> str:
+    """INSERT ... ON CONFLICT (command_id) DO UPDATE, the same in SQLite and PostgreSQL; on a table
+    partitioned by day the key is (command_id, queued_at), the partition key being part of it."""
     marker = "?" if paramstyle == "qmark" else "%s"
     columns = ", ".join(TIMING_COLUMNS)
     values = ", ".join([marker] * len(TIMING_COLUMNS))
-    updates = ", ".join(f"{c} = excluded.{c}" for c in TIMING_COLUMNS if c != "command_id")
+    key = ("command_id", "queued_at") if partitioned else ("command_id",)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in TIMING_COLUMNS if c not in key)
     return (f"INSERT INTO {COMMANDS.name} ({columns}) VALUES ({values}) "
-            f"ON CONFLICT (command_id) DO UPDATE SET {updates}")
+            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}")
 
 
-def _update_many(conn: Connection, table: Any, items: Any, key_params: Any, key_cols: tuple[str, ...]) -> None:
+_REQUEUED = text(f"DELETE FROM {COMMANDS.name} d USING unnest(CAST(:ids AS text[]), CAST(:at AS float8[])) "
+                 "AS n(command_id, queued_at) WHERE d.command_id = n.command_id AND d.queued_at <> "
+                 "n.queued_at AND d.queued_at >= :since AND d.queued_at < :until")
+
+
+def _drop_requeued(conn: Connection, rows: Any) -> None:
+    """A command queued again (sent again after a restart) keeps its id but not its queued_at, so
+    the partitioned key (command_id, queued_at) would let it have two rows: drop its earlier one.
+    Looks back REQUEUE_LOOKBACK_S, which keeps the look to the last few days' tables."""
+    ids, at = [row["command_id"] for row in rows], [row["queued_at"] for row in rows]
+    conn.execute(_REQUEUED, {"ids": ids, "at": at, "since": min(at) - partitions.REQUEUE_LOOKBACK_S,
+                             "until": max(at)})
+
+
+def _update_many(conn: Connection, table: Any, items: Any, key_params: Any,
+                 key_cols: tuple[str, ...]) -> None:
     """Executemany UPDATEs, grouped by the set of columns each changes."""
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for key, values in items:

@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from adapters.mqtt.link import MqttLink
-from adapters.mqtt.wire import (
+from controller.contract.kinds import DeviceKind
+from controller.contract.mqtt import (
+    ANSWERED_WHILE_SILENT,
+    Action,
     Channel,
     Connection,
     Headers,
@@ -27,13 +30,14 @@ from adapters.mqtt.wire import (
     object_field,
     text_field,
 )
-from controller.ports import DeviceKind
+from controller.contract.reasons import NEEDS_PERSON, Reason
 from controller.site import Site
 from simulators.clock import SimClock
+from simulators.mqtt.link import PluggableLink
 
 log = logging.getLogger(__name__)
 
-COMMAND_MEMORY = 10_000  # command ids a device remembers for dedupe (LRU)
+COMMAND_MEMORY = 10_000  # accepted command ids a device remembers for dedupe (LRU); refusals are forgotten
 STATE_MIN_INTERVAL_S = 0.1  # wall seconds between routine state publishes; faults go out at once
 LINK_WAIT_S = 5.0
 
@@ -55,7 +59,7 @@ class FloorContext:
 
 @dataclass(slots=True)
 class Record:
-    """The answers a device gave to one command id, replayed when the id comes again."""
+    """The answers a device gave to a command id it accepted, replayed when the id comes again."""
 
     command_id: str
     ack: dict[str, Any] = field(default_factory=dict)
@@ -63,7 +67,7 @@ class Record:
 
 
 @dataclass(slots=True)
-class Job:
+class DeviceJob:
     record: Record
     action: str
     params: dict[str, Any]
@@ -84,21 +88,23 @@ class SimulatedDevice:
         self.clock = SimClock(context.speed, seed=_device_seed(context.seed, device_id))
         self.counters = context.counters
         self.executions: Counter[str] = Counter()  # command id -> times executed (dedupe keeps it at 1)
+        self.commands_from: Counter[str] = Counter()  # commands received, by the header's sender
+        self.last_command_from: dict[str, float] = {}  # and when each sender's last one arrived
         self.fault: str | None = None
         topics = context.topics
         self._topics = topics
         self._headers = Headers(device_id)
         self._topic = {channel: topics.device(self.kind, device_id, channel) for channel in Channel}
         self._memory: OrderedDict[str, Record] = OrderedDict()
-        self._queue: deque[Job] = deque()
-        self._current: Job | None = None
+        self._queue: deque[DeviceJob] = deque()
+        self._current: DeviceJob | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._state_sent_at = -1.0
         self._state_timer: asyncio.TimerHandle | None = None
-        self.link = MqttLink(
+        self.link = PluggableLink(
             context.broker_url,
             client_id=f"{context.site.site}-sim-{device_id}",
-            settings=context.site.broker,
+            settings=context.site.broker.for_device(device_id),  # its own account when the site has them
             subscriptions=[self._topic[Channel.CMD], topics.inject(device_id), topics.controller_state],
             on_message=self._on_message,
             on_connected=self._on_connected,
@@ -248,9 +254,6 @@ class SimulatedDevice:
             self._malformed("inject", exc)
 
     def _on_command(self, payload: bytes) -> None:
-        if self.fault and self.silent_while_faulted:
-            self.counters["ignored_while_faulted"] += 1
-            return
         try:
             message = decode(payload)
             command_id = text_field(message, "command_id")
@@ -258,6 +261,13 @@ class SimulatedDevice:
             params = object_field(message, "params")
         except WireError as exc:
             self._malformed("command", exc)
+            return
+        header = message.get("header")
+        sender = str(header.get("device_id")) if isinstance(header, dict) else "unknown"
+        self.commands_from[sender] += 1
+        self.last_command_from[sender] = time.time()
+        if self.fault and self.silent_while_faulted and action not in ANSWERED_WHILE_SILENT:
+            self.counters["ignored_while_faulted"] += 1
             return
         record = self._memory.get(command_id)
         if record is not None:  # a retry or a QoS1 redelivery: answer again, never execute again
@@ -267,42 +277,62 @@ class SimulatedDevice:
             if record.done is not None:
                 self._publish(Channel.DONE, record.done)
             return
-        record = self._memory[command_id] = Record(command_id)
+        record = Record(command_id)
+        job = DeviceJob(record, action, params)
+        reason = self._judge(job)
+        if reason is not None:
+            # Refusals are not remembered: the same id after the fault clears is judged afresh.
+            self._publish(Channel.ACK, {"command_id": command_id, "status": "rejected", "reason": reason})
+            return
+        self._memory[command_id] = record
         if len(self._memory) > COMMAND_MEMORY:
             self._memory.popitem(last=False)
-        job = Job(record, action, params)
-        reason = self.fault or self._accept(job)
-        if reason is not None:
-            record.ack = {"command_id": command_id, "status": "rejected", "reason": reason}
-            self._publish(Channel.ACK, record.ack)
-            return
         record.ack = {"command_id": command_id, "status": "accepted"}
         self._publish(Channel.ACK, record.ack)
         self.executions[command_id] += 1
-        self._execute(job)
+        if action == Action.RESET:
+            self._reset(job)
+        else:
+            self._execute(job)
 
     def _malformed(self, what: str, exc: Exception) -> None:
         self.counters["malformed_payload"] += 1
         if self.counters["malformed_payload"] <= 10:
             log.warning("%s: malformed %s ignored: %s", self.device_id, what, exc)
 
+    def _judge(self, job: DeviceJob) -> str | None:
+        """The rejection reason for a new command, or None to accept it. A `reset` is judged on the
+        fault alone; while faulted a device refuses everything else with the fault's code (a
+        printer hears only what it answers while silent, see `_on_command`)."""
+        if job.action == Action.RESET:
+            return Reason.OPERATOR_REQUIRED if self.fault in NEEDS_PERSON else None
+        if self.fault and not self.silent_while_faulted:
+            return self.fault
+        return self._accept(job)
+
+    def _reset(self, job: DeviceJob) -> None:
+        """Clear the fault (if any) at once, ahead of anything queued; done names what it cleared."""
+        fault = self.fault
+        self.clear()
+        self._finish(job, result={"fault": fault})
+
     # ------------------------------------------------------------------------ device behaviour
-    def _accept(self, job: Job) -> str | None:
+    def _accept(self, job: DeviceJob) -> str | None:
         """Validate a new command; return the rejection reason, or None to accept it."""
         raise NotImplementedError
 
-    def _execute(self, job: Job) -> None:
+    def _execute(self, job: DeviceJob) -> None:
         """Carry out an accepted command (usually: queue it)."""
         raise NotImplementedError
 
-    def _work_time(self, job: Job) -> float | None:
+    def _work_time(self, job: DeviceJob) -> float | None:
         """Floor seconds the job takes, or None if it never finishes by itself."""
         raise NotImplementedError
 
-    def _complete(self, job: Job) -> None:
+    def _complete(self, job: DeviceJob) -> None:
         raise NotImplementedError
 
-    def _finish(self, job: Job, outcome: str = "done", *, reason: str | None = None,
+    def _finish(self, job: DeviceJob, outcome: str = "done", *, reason: str | None = None,
                 result: dict[str, Any] | None = None) -> None:
         done: dict[str, Any] = {"command_id": job.command_id, "outcome": outcome, "result": result or {}}
         if reason is not None:
@@ -311,7 +341,7 @@ class SimulatedDevice:
         self._publish(Channel.DONE, done)
 
     # ------------------------------------------------------------------------------ work queue
-    def _enqueue(self, job: Job) -> None:
+    def _enqueue(self, job: DeviceJob) -> None:
         self._queue.append(job)
         self._next()
         self._state_changed()
@@ -323,12 +353,12 @@ class SimulatedDevice:
         self._begin(self._current)
         self._state_changed()
 
-    def _begin(self, job: Job) -> None:
+    def _begin(self, job: DeviceJob) -> None:
         delay = self._work_time(job)
         if delay is not None:
             self._timer = asyncio.get_running_loop().call_later(self.clock.wall(delay), self._work_done, job)
 
-    def _work_done(self, job: Job) -> None:
+    def _work_done(self, job: DeviceJob) -> None:
         self._timer = None
         self._current = None
         self._complete(job)
@@ -340,7 +370,7 @@ class SimulatedDevice:
             self._timer.cancel()
             self._timer = None
 
-    def _drain(self) -> list[Job]:
+    def _drain(self) -> list[DeviceJob]:
         """Take the current and queued jobs off the device (the caller finishes them)."""
         jobs = ([self._current] if self._current is not None else []) + list(self._queue)
         self._current = None

@@ -5,27 +5,31 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from adapters.mqtt.wire import Channel
-from controller.ports import DeviceKind
-from simulators.mqtt.device import FloorContext, Job, SimulatedDevice
+from controller.contract.kinds import DeviceKind
+from controller.contract.mqtt import Action, Channel
+from controller.contract.reasons import PRINTER_FAULTS, Reason, detailed
+from simulators.mqtt.device import DeviceJob, FloorContext, SimulatedDevice
 from simulators.mqtt.zpl import Label, ZplError, parse_label
 
 BUFFER_LABELS = 100  # print jobs the printer holds before it refuses more (`buffer_full`)
-ALERT_TEXT = {"paper_out": "PAPER OUT", "ribbon_out": "RIBBON OUT", "head_open": "HEAD OPEN"}
+ALERT_TEXT: dict[str, str] = {Reason.PAPER_OUT: "PAPER OUT", Reason.RIBBON_OUT: "RIBBON OUT",
+                              Reason.HEAD_OPEN: "HEAD OPEN"}
 
 
 class SimPrinter(SimulatedDevice):
-    """Actions: `print {zpl}` -> done {"labels_remaining"}; `host_status` -> done with ~HS flags.
+    """Actions: `print {zpl}` -> done {"labels_remaining"}; `host_status` -> done with ~HS flags;
+    `cancel` (~JA) -> done {"cancelled": n}; `reset` (its faults all need a person: refused).
 
     Takes `print_s` floor seconds per label copy and runs out of media after `media_labels`. While
     faulted (paper_out, ribbon_out, head_open) it is silent like a real Zebra: no ack, no done, no
     ~HS answer; commands that arrive meanwhile are dropped, so a retry after the fault is executed.
+    Only `cancel` and `reset` are answered while faulted.
     It pushes an `alert` when a fault starts and ends. The label being printed when the fault struck
     is held and printed again once the fault is cleared (a cleared paper_out means a fresh roll).
     """
 
     kind = DeviceKind.PRINTER
-    fault_codes = frozenset(ALERT_TEXT)
+    fault_codes = PRINTER_FAULTS
     silent_while_faulted = True
 
     def __init__(self, device_id: str, context: FloorContext, *, media_labels: int, print_s: float) -> None:
@@ -38,9 +42,9 @@ class SimPrinter(SimulatedDevice):
     def host_status(self) -> dict[str, Any]:
         """The ~HS flags this simulator reports."""
         return {
-            "paper_out": self.fault == "paper_out",
-            "ribbon_out": self.fault == "ribbon_out",
-            "head_open": self.fault == "head_open",
+            "paper_out": self.fault == Reason.PAPER_OUT,
+            "ribbon_out": self.fault == Reason.RIBBON_OUT,
+            "head_open": self.fault == Reason.HEAD_OPEN,
             "paused": self.fault is not None,
             "labels_remaining": self.labels_remaining,
             "buffer_full": self._buffer_full,
@@ -53,43 +57,57 @@ class SimPrinter(SimulatedDevice):
     def _buffer_full(self) -> bool:
         return len(self._queue) + (self._current is not None) >= BUFFER_LABELS
 
-    def _accept(self, job: Job) -> str | None:
-        if job.action == "host_status":
+    def _accept(self, job: DeviceJob) -> str | None:
+        if job.action in (Action.HOST_STATUS, Action.CANCEL):
             return None
-        if job.action != "print":
-            return f"unknown_action: {job.action}"
+        if job.action != Action.PRINT:
+            return detailed(Reason.UNKNOWN_ACTION, job.action)
         zpl = job.params.get("zpl")
         if type(zpl) is not str:
-            return "bad_params: zpl must be a string"
+            return detailed(Reason.BAD_PARAMS, "zpl must be a string")
         try:
             job.detail = parse_label(zpl)
         except ZplError as exc:
-            return f"bad_zpl: {exc}"
-        return "buffer_full" if self._buffer_full else None
+            return detailed(Reason.BAD_ZPL, str(exc))
+        return Reason.BUFFER_FULL if self._buffer_full else None
 
-    def _execute(self, job: Job) -> None:
-        if job.action == "print":
+    def _execute(self, job: DeviceJob) -> None:
+        if job.action == Action.PRINT:
             self._enqueue(job)
+        elif job.action == Action.CANCEL:
+            self._cancel(job)
         else:
             self._finish(job, result=self.host_status())
 
-    def _work_time(self, job: Job) -> float | None:
+    def _cancel(self, job: DeviceJob) -> None:
+        """Like Zebra ~JA: the labels waiting go, and the one a fault holds; one being printed stays."""
+        dropped = list(self._queue)
+        self._queue.clear()
+        if self.fault and self._current is not None:
+            dropped.insert(0, self._current)
+            self._current = None
+        for label in dropped:
+            self._finish(label, "failed", reason=Reason.CANCELLED)
+        self._finish(job, result={"cancelled": len(dropped)})
+        self._state_changed()
+
+    def _work_time(self, job: DeviceJob) -> float | None:
         label: Label = job.detail
         return self.print_s * label.copies
 
-    def _complete(self, job: Job) -> None:
+    def _complete(self, job: DeviceJob) -> None:
         label: Label = job.detail
         self.labels_remaining = max(0, self.labels_remaining - label.copies)
         self.printed.append(label)
         self._finish(job, result={"labels_remaining": self.labels_remaining})
         if self.labels_remaining == 0:
-            self.inject("paper_out")
+            self.inject(Reason.PAPER_OUT)
 
     def _on_fault(self, fault: str) -> None:
         self._cancel_work()  # the label under the head is held, not lost
 
     def _on_clear(self, fault: str) -> None:
-        if fault == "paper_out":
+        if fault == Reason.PAPER_OUT:
             self.labels_remaining = self.media_labels
         if self._current is not None:
             self._begin(self._current)

@@ -6,8 +6,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from adapters.opcua.contract import ACCEPTED, rejected
-from controller.site import Conveyor
+from controller.contract.opcua import ACCEPTED, rejected
+from controller.contract.reasons import Reason
+from controller.site import ConveyorSpec
 from simulators.clock import SimClock
 from simulators.plc.drive import Move
 from simulators.plc.machine import Machine
@@ -24,13 +25,14 @@ class _Tote:
 
 
 class SimConveyor(Machine):
-    def __init__(self, spec: Conveyor, clock: SimClock, reports: Reports, *, no_read_rate: float,
+    def __init__(self, spec: ConveyorSpec, clock: SimClock, reports: Reports, *, no_read_rate: float,
                  next_scan_id: Callable[[], str]) -> None:
         super().__init__(spec.id, clock, reports, no_read_rate=no_read_rate, next_scan_id=next_scan_id)
         self.spec = spec
         self._scan_points = {seg.id: [sp.id for sp in spec.scan_points if sp.segment == seg.id]
                              for seg in spec.segments}
         self._totes: dict[str, _Tote] = {}  # by command id
+        self._next_entry = 0.0  # drive position (floor seconds) at which the next tote may go on
 
     def segments(self) -> Sequence[str]:
         return [s.id for s in self.spec.segments]
@@ -42,16 +44,25 @@ class SimConveyor(Machine):
         if self.commands.repeat(command_id):
             return ACCEPTED
         if not command_id or not tote_id:
-            return rejected("bad_arguments")
+            return rejected(Reason.BAD_ARGUMENTS)
         if destination not in self.spec.destinations:
-            return rejected("unknown_destination")
+            return rejected(Reason.UNKNOWN_DESTINATION)
         if self.estopped:
-            return rejected("estop")
+            return rejected(Reason.ESTOP)
         self.commands.accepted(command_id)
         self.executed[command_id] += 1
         tote = _Tote(command_id, tote_id, destination)
         self._totes[command_id] = tote
-        self._ride(tote)
+        entries = self.spec.entries_per_s()
+        if entries is None:
+            self._ride(tote)
+        else:  # one tote per pitch: a tote waits at the entry until the one before it has moved on
+            now = self.drive.position()
+            wait = max(0.0, self._next_entry - now)
+            self._next_entry = max(now, self._next_entry) + 1 / entries
+            tote.move = self.drive.after(wait, lambda: self._ride(tote)) if wait > 0 else None
+            if wait == 0:
+                self._ride(tote)
         self.changed()
         return ACCEPTED
 

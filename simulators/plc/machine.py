@@ -6,7 +6,8 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from adapters.opcua.contract import MachineryItemState, MachineryOperationMode
+from controller.contract.opcua import MachineryItemState, MachineryOperationMode
+from controller.contract.reasons import Reason, jam
 from simulators.clock import SimClock
 from simulators.plc.drive import Drive
 from simulators.plc.reports import CommandLog, Reports, Scanned, StatusChanged
@@ -44,8 +45,8 @@ class Machine:
     @property
     def fault(self) -> str:
         if self.estopped:
-            return "estop"
-        return f"jam:{self.jammed}" if self.jammed else ""
+            return Reason.ESTOP
+        return jam(self.jammed) if self.jammed else ""
 
     @property
     def state(self) -> MachineryItemState:
@@ -74,7 +75,8 @@ class Machine:
     def inject_jam(self, segment: str | None = None) -> None:
         segment = segment or self.segments()[0]
         if segment not in self.segments():
-            raise ValueError(f"{self.device_id}: no segment {segment!r} (known: {', '.join(self.segments())})")
+            known = ", ".join(self.segments())
+            raise ValueError(f"{self.device_id}: no segment {segment!r} (known: {known})")
         self.jammed = segment
         self.changed()
 

@@ -6,7 +6,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from adapters.opcua.contract import MachineryItemState, MachineryOperationMode
+from controller.contract.opcua import MachineryItemState, MachineryOperationMode
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +32,9 @@ class Completed:
 
 
 @dataclass(frozen=True, slots=True)
-class Diverted:
+class DivertReport:
+    """A sorter sent a scanned tote down a lane, or round again."""
+
     device_id: str
     scan_id: str
     barcode: str | None
@@ -50,7 +52,7 @@ class StatusChanged:
     estop: bool
 
 
-Report = Scanned | Completed | Diverted | StatusChanged
+Report = Scanned | Completed | DivertReport | StatusChanged
 Reports = Callable[[Report], None]
 
 

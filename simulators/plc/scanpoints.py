@@ -17,8 +17,9 @@ from datetime import UTC, datetime
 
 from asyncua import Node, Server, ua
 
-from adapters.opcua.nodemap import SCAN_POINT_SIGNALS, NodeMap, resolve, variant_type
+from controller.contract.opcua import SCAN_POINT_SIGNALS, NodeMap
 from simulators.plc.reports import Scanned
+from simulators.plc.uaserver import resolve, variant_type
 
 FLUSH_S = 0.05
 NEVER = datetime(1601, 1, 1, tzinfo=UTC)  # OPC UA's null DateTime: no read yet
@@ -51,7 +52,8 @@ class ScanTally:
         return {
             "LastBarcode": self.last_barcode,
             "LastScanId": self.last_scan_id,
-            "LastReadAt": NEVER if self.last_read_at is None else datetime.fromtimestamp(self.last_read_at, UTC),
+            "LastReadAt": NEVER if self.last_read_at is None else datetime.fromtimestamp(self.last_read_at,
+                                                                                         UTC),
             "ReadCount": self.read_count,
             "NoReadCount": self.no_read_count,
         }
@@ -96,7 +98,8 @@ class ScanPointBoard:
                 self._nodes[scan_point] = {}
                 for signal in _VARIABLES:
                     nodeid = resolve(nodes[signal.name], namespaces)
-                    variable = await obj.add_variable(nodeid, ua.QualifiedName(signal.name, nodeid.NamespaceIndex),
+                    variable = await obj.add_variable(nodeid,
+                                                      ua.QualifiedName(signal.name, nodeid.NamespaceIndex),
                                                       ua.Variant(values[signal.name], variant_type(signal)))
                     self._nodes[scan_point][signal.name] = variable.nodeid
 
@@ -116,4 +119,5 @@ class ScanPointBoard:
             values = self.tallies[scan_point].values()
             for signal in _VARIABLES:
                 variant = ua.Variant(values[signal.name], variant_type(signal))
-                await server.write_attribute_value(self._nodes[scan_point][signal.name], ua.DataValue(variant))
+                await server.write_attribute_value(self._nodes[scan_point][signal.name],
+                                                   ua.DataValue(variant))

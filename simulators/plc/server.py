@@ -1,6 +1,6 @@
 """The PLC simulator: the simulated conveyors and sorters of one PLC behind a real asyncua server.
 
-The address space is built from the same node maps the adapter reads (controller/nodemap.py), so a
+The address space is built from the same node maps the adapter reads (controller/site.py), so a
 site file with other node ids gives a server with other node ids. The wire contract is written
 down in docs/devices.md (OPC UA devices).
 """
@@ -11,7 +11,8 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Self
 from urllib.parse import urlsplit, urlunsplit
@@ -19,31 +20,36 @@ from urllib.parse import urlsplit, urlunsplit
 from asyncua import Node, Server, ua
 from asyncua.server.event_generator import EventGenerator
 
-from adapters.opcua import contract
-from adapters.opcua.contract import ACCEPTED, CONTRACT_NAMESPACE, CONTRACT_VERSION, EventType, rejected
-from adapters.opcua.nodemap import (
+from controller.contract import opcua
+from controller.contract.opcua import (
+    ACCEPTED,
+    CONTRACT_NAMESPACE,
+    CONTRACT_VERSION,
+    EventType,
     NodeMap,
     Role,
-    floor_node_maps,
     namespace_indexes,
-    node_id,
-    resolve,
-    variant_type,
+    rejected,
 )
-from controller.site import Site
+from controller.contract.reasons import Reason
+from controller.security.opcua_trust import TrustList, certificate_uri
+from controller.site import Site, floor_node_maps
 from simulators.clock import SimClock
 from simulators.plc.conveyor import SimConveyor
 from simulators.plc.machine import Machine
-from simulators.plc.reports import Completed, Diverted, Report, Scanned, StatusChanged
+from simulators.plc.reports import Completed, DivertReport, Report, Scanned, StatusChanged
 from simulators.plc.scanpoints import FLUSH_DUE, FlushDue, ScanPointBoard, ScanTally
 from simulators.plc.sorter import SimSorter
 from simulators.plc.uaserver import (
     ContractEvent,
-    Credentials,
     Handler,
+    PlcAccounts,
     QuickStartServer,
     method_handler,
+    node_id,
+    resolve,
     string_argument,
+    variant_type,
     write_value,
 )
 
@@ -62,17 +68,27 @@ class PlcSimulator:
     every unfinished command again)."""
 
     def __init__(self, site: Site, plc_id: str, *, speed: float = 1.0, seed: int | None = None,
-                 endpoint: str | None = None, certificate: str | None = None, private_key: str | None = None) -> None:
-        """`certificate` / `private_key`: the server's own, needed when the site file gives the PLC a
-        security policy (the server then offers that policy and mode only)."""
+                 endpoint: str | None = None, certificate: str | None = None,
+                 private_key: str | None = None, trust: str | None = None) -> None:
+        """`certificate` / `private_key` / `trust`: the server's own certificate and key and the
+        certificates it trusts, by default the site file's `plcs.N.simulator`. A security policy needs
+        all three and an account (`username` and its password): the server then offers that policy and
+        mode only, to that account only, over a channel whose client certificate it trusts."""
         self._maps = floor_node_maps(site, plc_id)
         self.plc = site.plc(plc_id)
         self.endpoint = endpoint or self.plc.endpoint
-        if self.plc.security.policy != "None" and not (certificate and private_key):
-            raise ValueError(f"PLC {plc_id} has security policy {self.plc.security.policy}: "
-                             "the simulator needs a server certificate and private key")
-        self._certificate = certificate
-        self._private_key = private_key
+        files = self.plc.simulator
+        self._certificate = certificate or (files.certificate if files else None)
+        self._private_key = private_key or (files.private_key if files else None)
+        self._trust = trust or (files.trust if files else None)
+        self._password = self.plc.resolved_password()
+        if (policy := self.plc.security.policy) != "None":
+            if not (self._certificate and self._private_key and self._trust):
+                raise ValueError(f"PLC {plc_id} has security policy {policy}: the simulator needs its "
+                                 "certificate, private key and trust list (plcs.N.simulator)")
+            if not (self.plc.username and self._password):
+                raise ValueError(f"PLC {plc_id} has security policy {policy}: the simulator needs an "
+                                 "account (username and password_file)")
         clock = SimClock(speed, site.simulation.seed if seed is None else seed)
         boot = f"{int(time.time() * 1000) % 0xFFFFFF:06x}"
         counter = itertools.count(1)
@@ -96,6 +112,8 @@ class PlcSimulator:
         self._emitter: asyncio.Task[None] | None = None
         self._variables: dict[tuple[str, str], ua.NodeId] = {}  # (device, signal) -> node
         self._events: dict[tuple[str, str], EventGenerator] = {}  # (device, event type) -> generator
+        self.calls_from: Counter[str] = Counter()  # method calls by the calling session's name
+        self.last_call_from: dict[str, float] = {}  # and when each last called
         for machine in self._machines.values():
             machine.halt(True)  # nothing moves before the PLC starts
 
@@ -120,22 +138,22 @@ class PlcSimulator:
 
     def inject_fault(self, target: str, fault: str) -> str:
         """The InjectFault method: `estop` (any target), or `jam[:segment]` / `clear` on a device."""
-        if fault == "estop":
+        if fault == Reason.ESTOP:
             self.estop()
             return ACCEPTED
         machine = self._machines.get(target)
         if machine is None:
-            return rejected("unknown_target")
+            return rejected(Reason.UNKNOWN_TARGET)
         if fault == "clear":
             machine.clear()
             return ACCEPTED
         kind, _, segment = fault.partition(":")
-        if kind != "jam":
-            return rejected("unknown_fault")
+        if kind != Reason.JAM:
+            return rejected(Reason.UNKNOWN_FAULT)
         try:
             machine.inject_jam(segment or None)
         except ValueError:
-            return rejected("unknown_segment")
+            return rejected(Reason.UNKNOWN_SEGMENT)
         return ACCEPTED
 
     # --- test hooks: what a PLC programmer forcing tags could make a PLC send -----------------------
@@ -146,7 +164,7 @@ class PlcSimulator:
 
     async def force_event(self, device_id: str, event_type: str, **fields: str) -> None:
         """Raise a contract event with whatever field values, e.g. a scan without a scan id."""
-        event = next(e for e in contract.EVENT_TYPES if e.name == event_type)
+        event = next(e for e in opcua.EVENT_TYPES if e.name == event_type)
         await self._trigger(device_id, event, time.time(), **fields)
 
     @property
@@ -167,16 +185,19 @@ class PlcSimulator:
     async def start(self) -> None:
         if self._server is not None:
             return
-        users = Credentials(self.plc.username, self.plc.password) if self.plc.username else None
+        secured = self.plc.security.policy != "None"
+        trust = await asyncio.to_thread(TrustList.load, [self._trust]) if secured and self._trust else None
+        users = PlcAccounts(self.plc.username, self._password, trust)
         server = Server(iserver=QuickStartServer(user_manager=users))
         server.disable_clock()  # its 1 s tick would only delay stop(); nothing here reads CurrentTime
         await server.init()
         server.set_endpoint(self.endpoint)
         server.set_server_name(f"floorctl PLC simulator {self.plc.id}")
-        await self._secure(server)
+        uri = await self._secure(server, trust)
         # Anonymous unless the site file gives the PLC an account, then that account only.
-        server.set_identity_tokens([ua.UserNameIdentityToken if self.plc.username else ua.AnonymousIdentityToken])
-        await server.set_application_uri(f"urn:floorctl:sim:{self.plc.id}")
+        token = ua.UserNameIdentityToken if self.plc.username else ua.AnonymousIdentityToken
+        server.set_identity_tokens([token])
+        await server.set_application_uri(uri)
         await self._build(server)
         await server.start()
         if server.bserver is not None and urlsplit(self.endpoint).port == 0:
@@ -189,15 +210,21 @@ class PlcSimulator:
         for machine in self._machines.values():
             machine.halt(False)
 
-    async def _secure(self, server: Server) -> None:
+    async def _secure(self, server: Server, trust: TrustList | None) -> str:
+        """The site file's policy and mode only, with the server's certificate; its application URI
+        (the one in its certificate, which clients check)."""
         security = self.plc.security
+        uri = f"urn:floorctl:sim:{self.plc.id}"
         if security.policy == "None":
             server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
-            return
-        assert self._certificate and self._private_key
+            return uri
+        assert self._certificate and self._private_key and trust is not None
         await server.load_certificate(self._certificate)
         await server.load_private_key(self._private_key)
         server.set_security_policy([getattr(ua.SecurityPolicyType, f"{security.policy}_{security.mode}")])
+        server.set_certificate_validator(trust.validate)
+        assert server.iserver.certificate is not None
+        return certificate_uri(server.iserver.certificate) or uri
 
     async def stop(self, *, keep_running: bool = False) -> None:
         """Take the PLC down. With `keep_running` only its network side goes (a cut cable): totes
@@ -227,12 +254,13 @@ class PlcSimulator:
         highest, uris = namespace_indexes(self._maps)
         await server.register_namespace(f"urn:floorctl:plc:{self.plc.id}")
         while len(await server.get_namespace_array()) <= highest:
-            await server.register_namespace(f"urn:floorctl:plc:{self.plc.id}:ns{len(await server.get_namespace_array())}")
+            index = len(await server.get_namespace_array())
+            await server.register_namespace(f"urn:floorctl:plc:{self.plc.id}:ns{index}")
         for uri in sorted(uris | {CONTRACT_NAMESPACE}):
             await server.register_namespace(uri)
         namespaces = await server.get_namespace_array()
-        event_types = {e.name: await self._add_event_type(server, e, namespaces) for e in contract.EVENT_TYPES}
-        contract_events = {e.name: e for e in contract.EVENT_TYPES}
+        event_types = {e.name: await self._add_event_type(server, e, namespaces) for e in opcua.EVENT_TYPES}
+        contract_events = {e.name: e for e in opcua.EVENT_TYPES}
         self._variables.clear()
         self._events.clear()
         objects: dict[str, Node] = {}
@@ -250,29 +278,33 @@ class PlcSimulator:
             if node_map.kind is not None:
                 for name, etype in event_types.items():
                     event = ContractEvent(etype.nodeid, contract_events[name].fields)
-                    self._events[(node_map.device_id, name)] = await server.get_event_generator(event, obj.nodeid)
+                    self._events[(node_map.device_id, name)] = await server.get_event_generator(event,
+                                                                                                obj.nodeid)
         await self._scan_points.build(server, objects, namespaces)
         for machine in self._machines.values():
             await self._write_status(server, machine.status())
 
     async def _add_event_type(self, server: Server, event: EventType, namespaces: list[str]) -> Node:
         base = server.get_node(node_id(ua.ObjectIds.BaseEventType))
-        nodeid = resolve(contract.event_type_node(event), namespaces)
+        nodeid = resolve(opcua.event_type_node(event), namespaces)
         etype = await base.add_object_type(nodeid, ua.QualifiedName(event.name, nodeid.NamespaceIndex))
         for field in event.fields:
-            await etype.add_property(resolve(contract.event_field_node(event, field), namespaces),
-                                     ua.QualifiedName(field, nodeid.NamespaceIndex), "", contract.EVENT_FIELD_TYPE)
+            await etype.add_property(resolve(opcua.event_field_node(event, field), namespaces),
+                                     ua.QualifiedName(field, nodeid.NamespaceIndex), "",
+                                     ua.VariantType[opcua.EVENT_FIELD_TYPE])
         return etype
 
     async def _add_object(self, server: Server, node_map: NodeMap, namespaces: list[str]) -> Node:
         nodeid = resolve(node_map["Object"], namespaces)
-        return await server.nodes.objects.add_object(nodeid, ua.QualifiedName(node_map.device_id, nodeid.NamespaceIndex))
+        return await server.nodes.objects.add_object(nodeid, ua.QualifiedName(node_map.device_id,
+                                                                              nodeid.NamespaceIndex))
 
     async def _add_variable(self, obj: Node, node_map: NodeMap, signal: str, namespaces: list[str]) -> Node:
         nodeid = resolve(node_map[signal], namespaces)
         datatype = variant_type(node_map.signals[signal])
         initial = CONTRACT_VERSION if signal == "ContractVersion" else ua.get_default_value(datatype)
-        return await obj.add_variable(nodeid, ua.QualifiedName(signal, nodeid.NamespaceIndex), initial, datatype)
+        return await obj.add_variable(nodeid, ua.QualifiedName(signal, nodeid.NamespaceIndex), initial,
+                                      datatype)
 
     def _handlers(self, node_map: NodeMap) -> dict[str, Handler]:
         actions: dict[str, Callable[..., str]]
@@ -283,7 +315,13 @@ class PlcSimulator:
         else:
             assert isinstance(machine, SimSorter)
             actions = {"Induct": machine.induct, "Divert": machine.divert}
-        return {name: method_handler(action, len(node_map.signals[name].inputs)) for name, action in actions.items()}
+        return {name: method_handler(action, len(node_map.signals[name].inputs), name=name, heard=self._heard)
+                for name, action in actions.items()}
+
+    def _heard(self, caller: str, method: str, args: Sequence[Any]) -> None:
+        """Who sent each call: tests check that a controller that stepped down sent nothing more."""
+        self.calls_from[caller] += 1
+        self.last_call_from[caller] = time.time()
 
     def _reset_status(self) -> str:
         self.reset()
@@ -311,17 +349,19 @@ class PlcSimulator:
         elif isinstance(report, StatusChanged):
             await self._write_status(server, report)
         elif isinstance(report, Scanned):
-            await self._trigger(report.device_id, contract.SCAN_EVENT, report.at,
-                                ScanPoint=report.scan_point, ScanId=report.scan_id, Barcode=report.barcode or "")
+            await self._trigger(report.device_id, opcua.SCAN_EVENT, report.at,
+                                ScanPoint=report.scan_point, ScanId=report.scan_id,
+                                Barcode=report.barcode or "")
         elif isinstance(report, Completed):
-            await self._trigger(report.device_id, contract.TRANSPORT_COMPLETED_EVENT, report.at,
+            await self._trigger(report.device_id, opcua.TRANSPORT_COMPLETED_EVENT, report.at,
                                 CommandId=report.command_id, ToteId=report.tote_id,
                                 Destination=report.destination,
-                                Outcome=contract.Outcome.DONE if report.ok else contract.Outcome.FAILED,
+                                Outcome=opcua.Outcome.DONE if report.ok else opcua.Outcome.FAILED,
                                 Reason=report.reason)
-        elif isinstance(report, Diverted):
-            await self._trigger(report.device_id, contract.DIVERTED_EVENT, report.at, ScanId=report.scan_id,
-                                ToteId=report.barcode or "", Lane=report.lane or "", CommandId=report.command_id)
+        elif isinstance(report, DivertReport):
+            await self._trigger(report.device_id, opcua.DIVERTED_EVENT, report.at, ScanId=report.scan_id,
+                                ToteId=report.barcode or "", Lane=report.lane or "",
+                                CommandId=report.command_id)
 
     async def _trigger(self, device_id: str, event: EventType, at: float, **fields: str) -> None:
         generator = self._events[(device_id, event.name)]

@@ -8,12 +8,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from adapters.opcua.contract import ACCEPTED, rejected
-from controller.site import Sorter
+from controller.contract.opcua import ACCEPTED, rejected
+from controller.contract.reasons import Reason
+from controller.site import SorterSpec
 from simulators.clock import SimClock
 from simulators.plc.drive import Move
 from simulators.plc.machine import Machine
-from simulators.plc.reports import Completed, Diverted, Reports
+from simulators.plc.reports import Completed, DivertReport, Reports
 
 INDUCT_TO_SCAN_M = 1.0  # the induction belt joins the loop this far ahead of the scanner
 LOOP = "loop"  # the sorter's only segment, for jams
@@ -48,7 +49,7 @@ class _Pass:
 
 
 class SimSorter(Machine):
-    def __init__(self, spec: Sorter, clock: SimClock, reports: Reports, *, no_read_rate: float,
+    def __init__(self, spec: SorterSpec, clock: SimClock, reports: Reports, *, no_read_rate: float,
                  next_scan_id: Callable[[], str]) -> None:
         super().__init__(spec.id, clock, reports, no_read_rate=no_read_rate, next_scan_id=next_scan_id)
         self.spec = spec
@@ -71,9 +72,9 @@ class SimSorter(Machine):
         if self.commands.repeat(command_id):
             return ACCEPTED
         if not command_id or not tote_id:
-            return rejected("bad_arguments")
+            return rejected(Reason.BAD_ARGUMENTS)
         if self.estopped:
-            return rejected("estop")
+            return rejected(Reason.ESTOP)
         self.commands.accepted(command_id)
         self.executed[command_id] += 1
         tote = _Tote(command_id, tote_id)
@@ -88,21 +89,22 @@ class SimSorter(Machine):
         self.scans.append(timing)
         self._passes[timing.scan_id] = _Pass(tote, scan.barcode, timing)
         self.reports(scan)
-        tote.move = self.drive.after(self._travel(self.spec.scan_to_divert_m), lambda: self._decide(timing.scan_id))
+        tote.move = self.drive.after(self._travel(self.spec.scan_to_divert_m),
+                                     lambda: self._decide(timing.scan_id))
 
     def divert(self, command_id: str, scan_id: str, lane: str) -> str:
         if self.commands.repeat(command_id):
             return ACCEPTED
         if not command_id or not scan_id:
-            return rejected("bad_arguments")
+            return rejected(Reason.BAD_ARGUMENTS)
         if lane not in self._lanes:
-            return rejected("unknown_lane")
+            return rejected(Reason.UNKNOWN_LANE)
         passing = self._passes.get(scan_id)
         if passing is None:
-            return rejected("late" if scan_id in self._decided else "unknown_scan")
+            return rejected(Reason.LATE if scan_id in self._decided else Reason.UNKNOWN_SCAN)
         if passing.divert_command:
             # First target wins: two live answers for one scan would make the outcome ambiguous.
-            return rejected("target_exists")
+            return rejected(Reason.TARGET_EXISTS)
         passing.lane = lane
         passing.divert_command = command_id
         passing.timing.target_landed_at = time.time()
@@ -118,16 +120,17 @@ class SimSorter(Machine):
         if passing.lane is not None:
             self._leave(passing, passing.lane, ok=True, reason="")
         elif tote.recirculations >= self.spec.max_recirculations:
-            self._leave(passing, self.spec.exception_lane, ok=False, reason="recirculation_limit")
+            self._leave(passing, self.spec.exception_lane, ok=False, reason=Reason.RECIRCULATION_LIMIT)
         else:
             tote.recirculations += 1
-            self.reports(Diverted(self.device_id, scan_id, passing.barcode, None, "", time.time()))
+            self.reports(DivertReport(self.device_id, scan_id, passing.barcode, None, "", time.time()))
             loop_rest = self.spec.loop_length_m - self.spec.scan_to_divert_m
             tote.move = self.drive.after(self._travel(loop_rest), lambda: self._scan(tote))
 
     def _leave(self, passing: _Pass, lane: str, *, ok: bool, reason: str) -> None:
         at = time.time()
-        diverted = Diverted(self.device_id, passing.timing.scan_id, passing.barcode, lane, passing.divert_command, at)
+        diverted = DivertReport(self.device_id, passing.timing.scan_id, passing.barcode, lane,
+                                passing.divert_command, at)
         if passing.divert_command:
             self.commands.finished(passing.divert_command, diverted)
         else:

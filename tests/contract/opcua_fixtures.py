@@ -16,8 +16,8 @@ import pytest
 from asyncua import Client, ua
 
 from adapters.opcua import OpcUaHub
-from adapters.opcua.contract import CONTRACT_NAMESPACE
 from adapters.opcua.nodemap import node_id
+from controller.contract.opcua import CONTRACT_NAMESPACE
 from controller.ports import CommandTicket, DeviceEvent, DeviceStatus, ScanRead
 from controller.site import Site
 from simulators.plc import PlcSimulator, plc_floor
@@ -29,7 +29,8 @@ SPEED = 50.0  # demo conveyor (24 m at 1 m/s): 0.5 s of test time
 def quick_sorter(site: Site, **changes: Any) -> Site:
     """`site` with a short sorter loop and a roomy divert budget at SPEED: a pass takes 0.1 s of test
     time, a divert has 50 ms to land (the adapter needs well under 1 ms)."""
-    sorters = [s.model_copy(update={"loop_length_m": 10.0, "scan_to_divert_m": 5.0, "speed_mps": 2.0, **changes})
+    sorters = [s.model_copy(update={"loop_length_m": 10.0, "scan_to_divert_m": 5.0, "speed_mps": 2.0,
+                                    **changes})
                for s in site.sorters]
     return site.model_copy(update={"sorters": sorters})
 
@@ -100,7 +101,8 @@ class OpcUaRig:
     async def wait_status(self, device_id: str, predicate: Callable[[DeviceStatus], bool],
                           timeout: float = 5.0, since: int = 0) -> DeviceStatus:
         event = await self.events.wait_for(
-            lambda e: isinstance(e, DeviceStatus) and e.device_id == device_id and predicate(e), timeout, since)
+            lambda e: isinstance(e,
+                                 DeviceStatus) and e.device_id == device_id and predicate(e), timeout, since)
         assert isinstance(event, DeviceStatus)
         return event
 

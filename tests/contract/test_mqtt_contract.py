@@ -30,13 +30,15 @@ def body(message: Any, sender: str) -> dict[str, Any]:
     header = data.pop("header")
     assert set(header) == {"message_id", "timestamp", "device_id", "version"}
     assert type(header["message_id"]) is int and header["message_id"] >= 1
-    assert TIMESTAMP.match(header["timestamp"]) and header["device_id"] == sender and header["version"] == "1.0"
+    assert TIMESTAMP.match(header["timestamp"])
+    assert header["device_id"] == sender and header["version"] == "1.0"
     data["_message_id"] = header["message_id"]
     return data
 
 
 def header(sender: str, message_id: int = 1) -> dict[str, Any]:
-    return {"message_id": message_id, "timestamp": "2025-06-01T08:00:00.000Z", "device_id": sender, "version": "1.0"}
+    return {"message_id": message_id, "timestamp": "2025-06-01T08:00:00.000Z", "device_id": sender,
+            "version": "1.0"}
 
 
 async def test_simulated_pick_light_speaks_the_contract(rig: MqttRig, raw_peer: RawPeer) -> None:
@@ -45,7 +47,8 @@ async def test_simulated_pick_light_speaks_the_contract(rig: MqttRig, raw_peer: 
     state = await raw_peer.next(f"{base}/state")
     assert state.retain
     assert body(state, "ptl-06") | {"_message_id": 0} == {
-        "connection": "ONLINE", "state": "idle", "fault": None, "display": None, "queued": 0, "_message_id": 0}
+        "connection": "ONLINE", "state": "idle", "fault": None, "display": None, "queued": 0,
+        "_message_id": 0}
 
     for n in (1, 2):
         await raw_peer.publish(f"{base}/cmd", {"header": header("panel", n), "command_id": f"peer-{n}",
@@ -54,8 +57,8 @@ async def test_simulated_pick_light_speaks_the_contract(rig: MqttRig, raw_peer: 
         acked = body(await raw_peer.next(f"{base}/ack"), "ptl-06")
         assert acked == {"command_id": f"peer-{n}", "status": "accepted", "_message_id": n}
         finished = body(await raw_peer.next(f"{base}/done"), "ptl-06")
-        assert finished == {"command_id": f"peer-{n}", "outcome": "done", "result": {"picked": 3, "short": False},
-                            "_message_id": n}
+        assert finished == {"command_id": f"peer-{n}", "outcome": "done",
+                            "result": {"picked": 3, "short": False}, "_message_id": n}
 
     await raw_peer.publish(f"{base}/cmd", {"header": header("panel", 3), "command_id": "peer-3",
                                            "action": "show", "params": {"location": "A-06"}})
@@ -106,28 +109,32 @@ async def test_hub_speaks_the_contract_to_a_device_it_did_not_write(
     assert online.retain and body(online, "wcs-under-test")["connection"] == "ONLINE"
 
     await raw_peer.subscribe(f"{base}/cmd")
-    await raw_peer.publish(f"{base}/state", {"header": header("ptl-09"), "connection": "ONLINE", "state": "idle",
-                                             "fault": None, "display": None, "queued": 0}, retain=True)
+    await raw_peer.publish(f"{base}/state", {"header": header("ptl-09"), "connection": "ONLINE",
+                                             "state": "idle", "fault": None, "display": None, "queued": 0},
+                           retain=True)
     await events.wait_for(lambda e: getattr(e, "device_id", None) == "ptl-09" and getattr(e, "online", False))
 
     ticket = await lone_hub.device("ptl-09").show("wcs-1", "A-09", 2)  # type: ignore[attr-defined]
     command = body(await raw_peer.next(f"{base}/cmd"), "wcs-under-test")
     assert command == {"command_id": "wcs-1", "action": "show", "_message_id": 1,
                        "params": {"location": "A-09", "qty": 2, "colour": "green"}}
-    await raw_peer.publish(f"{base}/ack", {"header": header("ptl-09"), "command_id": "wcs-1", "status": "accepted"})
+    await raw_peer.publish(f"{base}/ack",
+                           {"header": header("ptl-09"), "command_id": "wcs-1", "status": "accepted"})
     await asyncio.wait_for(ticket.acked, 2)
-    await raw_peer.publish(f"{base}/done", {"header": header("ptl-09"), "command_id": "wcs-1", "outcome": "failed",
-                                            "reason": "operator_absent", "result": {}})
+    await raw_peer.publish(f"{base}/done", {"header": header("ptl-09"), "command_id": "wcs-1",
+                                            "outcome": "failed", "reason": "operator_absent", "result": {}})
     completion = await asyncio.wait_for(ticket.done, 2)
     assert (completion.ok, completion.reason) == (False, "operator_absent")
 
     await raw_peer.publish(f"{base}/state", {"header": header("ptl-09", 2), "connection": "CONNECTIONBROKEN",
                                              "state": "unknown", "fault": None}, retain=True)
-    await events.wait_for(lambda e: getattr(e, "device_id", None) == "ptl-09" and not getattr(e, "online", True))
+    await events.wait_for(
+        lambda e: getattr(e, "device_id", None) == "ptl-09" and not getattr(e, "online", True))
     assert lone_hub.device("ptl-09").status.detail == {"connection": "CONNECTIONBROKEN"}
 
 
-async def test_hub_says_offline_when_it_stops(demo_site: Site, broker: EmbeddedBroker, raw_peer: RawPeer) -> None:
+async def test_hub_says_offline_when_it_stops(demo_site: Site, broker: EmbeddedBroker,
+                                              raw_peer: RawPeer) -> None:
     hub = MqttHub(demo_site, broker_url=broker.url, client_id="wcs-stopping")
     await hub.start(EventLog())
     await raw_peer.subscribe(f"{ROOT}/controller/state")

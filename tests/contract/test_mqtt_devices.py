@@ -46,7 +46,8 @@ async def test_pick_light_short_pick(demo_site: Site, make_rig: RigFactory) -> N
     assert 0 <= done.result["picked"] < 5
 
 
-async def test_pick_light_without_answer_stays_lit_until_cleared(demo_site: Site, make_rig: RigFactory) -> None:
+async def test_pick_light_without_answer_stays_lit_until_cleared(demo_site: Site,
+                                                                  make_rig: RigFactory) -> None:
     rig = await make_rig(with_simulation(demo_site, "operator", no_answer_rate=1.0, mean_s=0.0))
     light = rig.hub.device("ptl-02")
     assert isinstance(light, MqttPickLight)

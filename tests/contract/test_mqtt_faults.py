@@ -8,11 +8,13 @@ from collections.abc import Callable
 import pytest
 
 from adapters.mqtt import MqttHub, MqttPickLight, MqttPrinter
+from adapters.mqtt.link import LinkState
 from controller.ports import DeviceEvent, DeviceStatus
 from controller.site import Site
 from simulators.broker import EmbeddedBroker
 from simulators.mqtt import MqttFloor
 from tests.conftest import FLOOR_SPEED, EventLog, MqttRig, RawPeer, RigFactory, eventually, with_simulation
+from tests.fakes import same_ticket
 
 LABEL = "^XA^FO20,20^A0N,40,40^FDTote T-17^FS^XZ"
 ROOT = "floorctl/v1"
@@ -37,19 +39,38 @@ async def test_cut_link_reports_connection_broken_then_recovers(rig: MqttRig, ev
 
     mark = events.mark()
     await sim.disconnect()
+    assert sim.link.state is LinkState.DISCONNECTED  # and it stays down until reconnect()
     broken = await events.wait_for(status_of("ptl-05", online=False), since=mark)
     assert isinstance(broken, DeviceStatus) and broken.detail["connection"] == "CONNECTIONBROKEN"
     assert not light.status.online
 
     # Sent while the device is away: the broker keeps it in the device's persistent session.
     queued = await light.show("pick-while-cut", "A-05", 2)
+    await asyncio.sleep(0.3)  # longer than the first backoffs: a cut link does not come back by itself
+    assert sim.link.state is LinkState.DISCONNECTED
     await sim.reconnect()
+    assert sim.link.state is LinkState.CONNECTED and sim.link.connected
     await events.wait_for(status_of("ptl-05", online=True), since=events.after(broken))
     assert (await asyncio.wait_for(queued.done, 3)).result == {"picked": 2, "short": False}
 
     after = await light.show("pick-after-cut", "A-05", 1)
     assert (await asyncio.wait_for(after.done, 3)).ok
     assert sim.executions == {"pick-while-cut": 1, "pick-after-cut": 1}
+
+
+async def test_a_pick_refused_while_faulted_is_executed_when_retried_after_the_fault(rig: MqttRig) -> None:
+    sim = rig.floor.pick_light("ptl-06")
+    light = rig.hub.device("ptl-06")
+    assert isinstance(light, MqttPickLight)
+    sim.inject("display_fault")
+    refused = await light.show("pick-retry", "A-06", 1)
+    assert (await asyncio.wait_for(refused.done, 3)).reason == "display_fault"
+    sim.clear()
+    retried = await light.show("pick-retry", "A-06", 1)  # the same id: a fresh command, judged afresh
+    assert retried is not refused
+    assert (await asyncio.wait_for(retried.done, 3)).ok
+    assert sim.executions["pick-retry"] == 1
+    assert rig.hub.counters["duplicate_ack"] == 0 and rig.floor.counters["duplicate_command"] == 0
 
 
 async def test_printer_paper_out_is_silent_then_reported_then_prints_after_clear(
@@ -134,14 +155,18 @@ async def test_faults_can_be_injected_over_mqtt(rig: MqttRig, raw_peer: RawPeer,
     assert (await asyncio.wait_for(packed.done, 2)).ok
 
 
-async def test_malformed_payloads_are_counted_and_the_hub_keeps_working(rig: MqttRig, raw_peer: RawPeer) -> None:
-    header = {"message_id": 1, "timestamp": "2025-01-01T00:00:00.000Z", "device_id": "ptl-01", "version": "1.0"}
+async def test_malformed_payloads_are_counted_and_the_hub_keeps_working(rig: MqttRig,
+                                                                         raw_peer: RawPeer) -> None:
+    header = {"message_id": 1, "timestamp": "2025-01-01T00:00:00.000Z", "device_id": "ptl-01",
+              "version": "1.0"}
     await raw_peer.publish(f"{ROOT}/pick_light/ptl-01/ack", b"\xff not json")
     await raw_peer.publish(f"{ROOT}/pick_light/ptl-01/done", {"header": header, "command_id": 5})
     await raw_peer.publish(f"{ROOT}/pick_light/ptl-01/state", "[1, 2, 3]")
-    await raw_peer.publish(f"{ROOT}/pick_light/ptl-01/ack", {"command_id": "x", "status": "accepted"})  # no header
-    await raw_peer.publish(f"{ROOT}/pick_light/ptl-99/ack", {"header": header, "command_id": "x", "status": "accepted"})
-    await raw_peer.publish(f"{ROOT}/printer/ptl-01/done", {"header": header, "command_id": "x", "outcome": "done"})
+    no_header = {"command_id": "x", "status": "accepted"}
+    await raw_peer.publish(f"{ROOT}/pick_light/ptl-01/ack", no_header)
+    await raw_peer.publish(f"{ROOT}/pick_light/ptl-99/ack", {"header": header, **no_header})
+    await raw_peer.publish(f"{ROOT}/printer/ptl-01/done",
+                           {"header": header, "command_id": "x", "outcome": "done"})
     await raw_peer.publish(f"{ROOT}/pick_light/ptl-01/done",
                            {"header": header, "command_id": "never-sent", "outcome": "done", "result": {}})
     await raw_peer.publish(f"{ROOT}/pick_light/ptl-01/cmd", b"garbage for the device")
@@ -168,15 +193,16 @@ async def test_duplicate_command_id_is_executed_once(demo_site: Site, make_rig: 
     assert sim.executions["pack-dup"] == 1
 
     # A QoS1 redelivery of the finished command straight onto the wire: answered again, not redone.
-    redelivered = {"header": {"message_id": 99, "timestamp": "2025-01-01T00:00:00.000Z", "device_id": "floorctl",
-                              "version": "1.0"},
+    redelivered = {"header": {"message_id": 99, "timestamp": "2025-01-01T00:00:00.000Z",
+                              "device_id": "floorctl", "version": "1.0"},
                    "command_id": "pack-dup", "action": "pack",
                    "params": {"order_id": "o-9", "tote_id": "t-9", "items": 2}}
     await raw_peer.publish(f"{ROOT}/pack_station/PS-2/cmd", redelivered)
-    await eventually(lambda: rig.hub.counters["duplicate_ack"] == 2 and rig.hub.counters["duplicate_done"] == 1)
+    await eventually(lambda: rig.hub.counters["duplicate_ack"] == 2
+                     and rig.hub.counters["duplicate_done"] == 1)
     assert sim.executions["pack-dup"] == 1
     assert rig.floor.counters["duplicate_command"] == 2
-    assert await station.pack("pack-dup", "o-9", "t-9", 2) is first  # type: ignore[attr-defined]
+    assert same_ticket(await station.pack("pack-dup", "o-9", "t-9", 2), first)  # type: ignore[attr-defined]
     assert first.sends == 2  # finished: nothing is sent again
 
 
@@ -206,7 +232,8 @@ async def test_command_sent_during_broker_outage_goes_out_once_after(rig: MqttRi
 async def test_devices_republish_state_when_the_controller_comes_online(rig: MqttRig, raw_peer: RawPeer,
                                                                         events: EventLog) -> None:
     mark = events.mark()
-    header = {"message_id": 7, "timestamp": "2025-01-01T00:00:00.000Z", "device_id": "floorctl", "version": "1.0"}
+    header = {"message_id": 7, "timestamp": "2025-01-01T00:00:00.000Z", "device_id": "floorctl",
+              "version": "1.0"}
     await raw_peer.publish(f"{ROOT}/controller/state", {"header": header, "connection": "ONLINE"})
     for device in rig.hub.devices():
         await events.wait_for(status_of(device.device_id, online=True), since=mark)
@@ -215,7 +242,8 @@ async def test_devices_republish_state_when_the_controller_comes_online(rig: Mqt
 async def test_hub_started_before_the_broker_connects_when_it_appears(demo_site: Site, broker: EmbeddedBroker,
                                                                      events: EventLog) -> None:
     await broker.stop()
-    site = demo_site.model_copy(update={"broker": demo_site.broker.model_copy(update={"connect_timeout_s": 0.3})})
+    settings = demo_site.broker.model_copy(update={"connect_timeout_s": 0.3})
+    site = demo_site.model_copy(update={"broker": settings})
     hub = MqttHub(site, broker_url=broker.url)
     await hub.start(events)  # gives up waiting after connect_timeout_s, keeps trying behind
     try:

@@ -13,6 +13,7 @@ from adapters.opcua.devices import OpcUaConveyor, OpcUaSorter
 from controller.ports import Completion, Conveyor, Device, Diverted, ScanRead, Sorter
 from controller.site import Site
 from tests.conftest import with_simulation
+from tests.fakes import same_ticket
 
 if TYPE_CHECKING:
     from tests.contract.opcua_fixtures import OpcUaRig, OpcUaRigFactory, RawPlcClient
@@ -46,7 +47,8 @@ async def test_transport_is_acked_then_done_on_arrival_with_scans_on_the_way(opc
     assert [(s.scan_point, s.barcode) for s in scans] == [("sp-induct", "TOTE-1"), ("sp-pack", "TOTE-1")]
     assert acked_at <= scans[0].at <= scans[1].at <= done.at
     assert len({s.scan_id for s in scans}) == 2
-    await opcua_rig.wait_status("loop-1", lambda s: s.state == "NotExecuting", since=opcua_rig.events.events.index(busy))
+    await opcua_rig.wait_status("loop-1", lambda s: s.state == "NotExecuting",
+                                since=opcua_rig.events.events.index(busy))
     assert opcua_rig.sim.conveyor("loop-1").executed["t-1"] == 1
 
 
@@ -67,12 +69,13 @@ async def test_duplicate_command_id_executes_once(opcua_rig: OpcUaRig,
                                          conveyor.transport("t-dup", "TOTE-7", "PS-1"))
     assert first is second and first.sends == 2  # the retry went on the wire with the same id
     await asyncio.wait_for(first.done, 5)
-    assert await conveyor.transport("t-dup", "TOTE-7", "PS-1") is first
+    assert same_ticket(await conveyor.transport("t-dup", "TOTE-7", "PS-1"), first)
     # Another client repeating the id (a controller restarted without its tickets) is answered
     # "accepted" and hears the completion again, but no second tote moves.
     since = opcua_rig.events.mark()
     async with raw_plc(opcua_rig.sim.endpoint) as raw:
-        assert await raw.call("ns=2;s=loop-1", "ns=2;s=loop-1.Transport", "t-dup", "TOTE-7", "PS-1") == "accepted"
+        reply = await raw.call("ns=2;s=loop-1", "ns=2;s=loop-1.Transport", "t-dup", "TOTE-7", "PS-1")
+        assert reply == "accepted"
     await asyncio.sleep(0.2)
     assert opcua_rig.sim.conveyor("loop-1").executed["t-dup"] == 1
     assert not [e for e in opcua_rig.events.events[since:] if isinstance(e, ScanRead)]
@@ -128,7 +131,8 @@ async def test_no_reads_go_round_until_the_sorter_sends_the_tote_to_the_exceptio
     assert [d.scan_id for d in diverts] == [s.scan_id for s in scans]
 
 
-async def test_a_no_read_can_still_be_diverted_by_its_scan_id(demo_site: Site, make_opcua_rig: OpcUaRigFactory) -> None:
+async def test_a_no_read_can_still_be_diverted_by_its_scan_id(demo_site: Site,
+                                                              make_opcua_rig: OpcUaRigFactory) -> None:
     rig = await make_opcua_rig(with_simulation(demo_site, "scanner", no_read_rate=1.0))
     rig.answer_scans("lane-x")
     induct = await rig.hub.sorter("sorter-1").induct("i-nr2", "TOTE-5")

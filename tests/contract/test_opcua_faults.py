@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from asyncua import ua
-from asyncua.crypto.cert_gen import setup_self_signed_certificate
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from adapters.opcua import CommandRejected, OpcUaHub
+from adapters.opcua import CommandRejected
 from controller.ports import DeviceUnavailable, ScanRead
-from controller.site import OpcUaSecurity, Site
-from simulators.plc import PlcSimulator, endpoint_with_port
-from tests.conftest import EventLog
+from controller.site import Site
+from tests.fakes import same_ticket
 
 if TYPE_CHECKING:
     from tests.contract.opcua_fixtures import OpcUaRig, OpcUaRigFactory, RawPlcClient
@@ -35,12 +31,14 @@ async def wait_all(rig: OpcUaRig, predicate: Callable[..., bool], since: int, ti
 @pytest.mark.parametrize("keep_running", [False, True], ids=["plc-restart", "cable-cut"])
 async def test_link_cut_and_restored(opcua_rig: OpcUaRig, keep_running: bool) -> None:
     rig, conveyor = opcua_rig, opcua_rig.hub.conveyor("loop-1")
+    assert rig.hub.connected and rig.hub.name == "opcua"
     in_flight = await conveyor.transport("t-before", "TOTE-A", "PS-1")
     await in_flight.acked
 
     mark = rig.events.mark()
     await rig.sim.stop(keep_running=keep_running)
     await wait_all(rig, lambda s: not s.online and s.state == "unknown", since=mark)
+    assert not rig.hub.connected
     with pytest.raises(DeviceUnavailable):
         await conveyor.transport("t-offline", "TOTE-B", "PS-1")
     if keep_running:  # the tote arrives while nobody listens: its completion is lost on the wire
@@ -50,6 +48,7 @@ async def test_link_cut_and_restored(opcua_rig: OpcUaRig, keep_running: bool) ->
     mark = rig.events.mark()
     await rig.sim.start()
     await wait_all(rig, lambda s: s.online and s.state in ("NotExecuting", "Executing"), since=mark)
+    assert rig.hub.connected
     # Re-sent after the reconnect with the same id: the PLC finishes it (or repeats its completion).
     assert (await asyncio.wait_for(in_flight.done, 5)).ok
     assert rig.sim.conveyor("loop-1").executed["t-before"] == 1
@@ -108,8 +107,10 @@ async def test_estop_stops_everything_until_reset(opcua_rig: OpcUaRig) -> None:
     await in_flight.acked
     mark = rig.events.mark()
     rig.sim.estop()
-    await wait_all(rig, lambda s: s.state == "OutOfService" and s.fault == "estop" and s.detail["estop"], mark)
-    for refused in (await conveyor.transport("t-es2", "TOTE-F", "PS-1"), await sorter.induct("i-es", "TOTE-G")):
+    await wait_all(rig, lambda s: s.state == "OutOfService" and s.fault == "estop" and s.detail["estop"],
+                   mark)
+    refusals = (await conveyor.transport("t-es2", "TOTE-F", "PS-1"), await sorter.induct("i-es", "TOTE-G"))
+    for refused in refusals:
         with pytest.raises(CommandRejected, match="estop"):
             await refused.acked
     await asyncio.sleep(LONGER_THAN_A_TRANSPORT)
@@ -121,6 +122,10 @@ async def test_estop_stops_everything_until_reset(opcua_rig: OpcUaRig) -> None:
     assert (await asyncio.wait_for(in_flight.done, 5)).ok
     retried = await conveyor.transport("t-es2", "TOTE-F", "PS-1")  # refused ids may be tried again
     assert (await asyncio.wait_for(retried.done, 5)).ok
+    assert rig.sim.conveyor("loop-1").executed["t-es2"] == 1
+    # finished: an equal ticket handed back, nothing sent
+    assert same_ticket(await conveyor.transport("t-es2", "TOTE-F", "PS-1"), retried)
+    assert rig.sim.conveyor("loop-1").executed["t-es2"] == 1
 
 
 async def test_a_panel_in_another_process_injects_and_resets_faults(
@@ -183,36 +188,6 @@ async def test_credentials_from_the_site_file(demo_site: Site, make_opcua_rig: O
     assert intruder.hub.counters["connect_failed"] >= 1
 
 
-async def test_a_secured_plc_is_reached_with_the_site_files_policy_and_certificates(
-        demo_site: Site, tmp_path: Path, events: EventLog) -> None:
-    files: dict[str, tuple[str, str]] = {}
-    for who, uri, use in [("plc", "urn:floorctl:sim:plc-1", ExtendedKeyUsageOID.SERVER_AUTH),
-                          ("controller", "urn:example:wcs", ExtendedKeyUsageOID.CLIENT_AUTH)]:
-        key, cert = tmp_path / f"{who}.pem", tmp_path / f"{who}.der"
-        await setup_self_signed_certificate(key, cert, uri, "127.0.0.1", [use], {"commonName": who})
-        files[who] = (str(cert), str(key))
-    security = OpcUaSecurity(policy="Basic256Sha256", mode="SignAndEncrypt", certificate=files["controller"][0],
-                             private_key=files["controller"][1], server_certificate=files["plc"][0])
-    site = demo_site.model_copy(update={"plcs": [demo_site.plcs[0].model_copy(update={"security": security})]})
-    async with PlcSimulator(site, "plc-1", speed=50, endpoint=endpoint_with_port(site.plcs[0].endpoint, 0),
-                            certificate=files["plc"][0], private_key=files["plc"][1]) as sim:
-        hub = OpcUaHub(site, endpoints={"plc-1": sim.endpoint})
-        await hub.start(events)
-        try:
-            assert all(d.status.online for d in hub.devices()), hub.counters
-            ticket = await hub.conveyor("loop-1").transport("t-sec", "TOTE-S", "PS-1")
-            assert (await asyncio.wait_for(ticket.done, 5)).ok
-        finally:
-            await hub.stop()
-        plain = OpcUaHub(demo_site, endpoints={"plc-1": sim.endpoint})  # no security: refused
-        await plain.start(events)
-        try:
-            assert not any(d.status.online for d in plain.devices())
-            assert plain.counters["connect_failed"] >= 1
-        finally:
-            await plain.stop()
-
-
 async def test_a_restarted_controller_resending_a_finished_command_hears_its_completion_again(
         opcua_rig: OpcUaRig) -> None:
     first = await opcua_rig.hub.conveyor("loop-1").transport("t-old", "TOTE-R", "PS-2")
@@ -223,3 +198,28 @@ async def test_a_restarted_controller_resending_a_finished_command_hears_its_com
     done = await asyncio.wait_for(again.done, 2)
     assert done.ok and done.result["destination"] == "PS-2" and done.at == first.done.result().at
     assert opcua_rig.sim.conveyor("loop-1").executed["t-old"] == 1
+
+
+async def test_reset_from_the_controller_clears_the_estop_and_jams_of_the_whole_plc(
+        opcua_rig: OpcUaRig) -> None:
+    rig = opcua_rig
+    conveyor, sorter = rig.hub.conveyor("loop-1"), rig.hub.sorter("sorter-1")
+    in_flight = await conveyor.transport("t-rs", "TOTE-R", "PS-1")
+    await in_flight.acked
+    mark = rig.events.mark()
+    rig.sim.sorter("sorter-1").inject_jam(None)
+    rig.sim.estop()
+    await wait_all(rig, lambda s: s.state == "OutOfService" and s.detail["estop"], mark)
+
+    mark = rig.events.mark()
+    reset = await conveyor.reset("reset-1")  # the conveyor's PLC: the sorter's jam goes too
+    await asyncio.wait_for(reset.acked, 2)
+    completion = await asyncio.wait_for(reset.done, 2)
+    assert completion.ok and completion.result == {"plc": conveyor.plc_id}
+    await wait_all(rig, lambda s: s.fault is None and not s.detail["estop"], mark)
+    assert rig.sim.sorter("sorter-1").jammed is None
+    assert (await asyncio.wait_for(in_flight.done, 5)).ok
+    assert same_ticket(await conveyor.reset("reset-1"), reset)  # finished: handed back, no second call
+    healthy = await sorter.reset("reset-2")  # nothing to reset: accepted all the same
+    assert (await asyncio.wait_for(healthy.done, 2)).ok
+

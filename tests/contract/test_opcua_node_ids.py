@@ -67,5 +67,6 @@ async def test_the_adapter_follows_the_node_ids_of_the_site_file(
     assert (await asyncio.wait_for(induct.done, 5)).result["lane"] == "lane-3"
     assert [e.barcode for e in rig.events.events if isinstance(e, ScanRead)] == ["TOTE-V", "TOTE-V", "TOTE-W"]
     assert [e.lane for e in rig.events.events if isinstance(e, Diverted)] == ["lane-3"]
-    await eventually(lambda: all(d.status.online and d.status.state == "NotExecuting" for d in rig.hub.devices()))
+    await eventually(lambda: all(d.status.online and d.status.state == "NotExecuting"
+                                 for d in rig.hub.devices()))
     assert not rig.hub.counters["bad_event"] and not rig.hub.counters["bad_value"]

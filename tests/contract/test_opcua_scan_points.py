@@ -68,8 +68,8 @@ async def test_scan_point_variables_follow_the_totes_that_pass(
         scan = await rig.wait_scan("sp-pack")
         after = await wait_values(plc, "loop-1", "sp-pack", lambda v: v["ReadCount"] == 1)
         assert before["ReadCount"] == 0 and before["LastScanId"] == ""
-        assert after == {"LastBarcode": "TOTE-SP", "LastScanId": scan.scan_id, "ReadCount": 1, "NoReadCount": 0,
-                         "LastReadAt": after["LastReadAt"]}
+        assert after == {"LastBarcode": "TOTE-SP", "LastScanId": scan.scan_id, "ReadCount": 1,
+                         "NoReadCount": 0, "LastReadAt": after["LastReadAt"]}
         assert abs(after["LastReadAt"].timestamp() - scan.at) < 0.001  # the PLC's stamp of the read
         # The sorter's scanner is untouched: nothing passed it.
         assert (await scan_point_values(plc, "sorter-1", "sp-sort"))["ReadCount"] == 0

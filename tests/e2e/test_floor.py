@@ -16,9 +16,10 @@ import pytest
 import yaml
 
 from controller.demo import OrderGenerator
+from controller.domain.breakdown import Part
 from simulators.broker import free_port
-from simulators.floor import simulated_floor
-from tests.e2e.conftest import ROOT, SPEED, check_timelines, demo_site
+from simulators.site_devices import simulated_floor
+from tests.e2e.conftest import ROOT, SPEED, check_breakdowns, check_timelines, demo_site
 
 pytestmark = pytest.mark.slow
 
@@ -43,6 +44,12 @@ async def test_200_orders_ship_with_complete_timelines(floor_factory: Any, db_ur
         # one row per device command: two-line orders have two pick rows, and so on
         lines = {o.id: len([c for c in by_order[o.id] if c.task == "pick"]) for o in orders}
         assert all(1 <= n <= 3 for n in lines.values())
+        # Breakdown adds up: every order's parts sum to its cycle time, none negative; nothing was
+        # held or in exception, and every order was picked (execution) and carried (transit).
+        for split in check_breakdowns(orders, by_order).values():
+            parts = {p.value: t.seconds for p, t in split.parts.items()}
+            assert parts["held"] == parts["exception"] == 0, parts
+            assert parts["execution"] > 0 and parts["transit"] > 0, parts
 
 
 async def test_faults_lose_nothing(floor_factory: Any, db_url: str, broker: Any) -> None:
@@ -64,7 +71,11 @@ async def test_faults_lose_nothing(floor_factory: Any, db_url: str, broker: Any)
         assert states <= {"shipped", "exception"}
         exceptions = [o for o in orders if o.state == "exception"]
         assert all("short pick" in (o.reason or "") for o in exceptions), [o.reason for o in exceptions]
-        check_timelines(orders, await floor.commands())
+        by_order = check_timelines(orders, await floor.commands())
+        splits = check_breakdowns(orders, by_order)
+        # the jam held the totes on loop-1 (in hand), and the exceptions count until now
+        assert any(s.parts[Part.DEVICE_DOWN].devices.get("loop-1", 0) > 0 for s in splits.values())
+        assert all(splits[o.id].parts[Part.EXCEPTION].seconds > 0 for o in exceptions)
         assert not engine.queues["prn-1"].in_rotation or engine.queues["prn-1"].device.status.fault
         printed_on = {o.printer for o in orders if o.state == "shipped" and o.labelled_at > time.time() - 5}
         assert "prn-2" in printed_on
@@ -81,7 +92,7 @@ def _controller_process(site_file: Path, db_url: str, port: int, data_dir: Path)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, "-m", "controller.cli", "--log-level", "WARNING", "run",
                              "--site", str(site_file), "--database-url", db_url, "--port", str(port),
-                             "--data-dir", str(data_dir)], cwd=ROOT, env=env,
+                             "--data-dir", str(data_dir), "--no-auth"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=open(data_dir / "controller.log", "ab"))
 
 
@@ -137,13 +148,15 @@ async def test_kill_9_and_restart_mid_run(broker: Any, db_url: str, tmp_path: Pa
                     await asyncio.sleep(0.2)
                 # A tote that was on the sorter while the controller was down had no answer at its
                 # scans: the sorter sends it to the exception lane by itself, as a real one does.
-                assert all(o["reason"].endswith("recirculation_limit") for o in failed["items"]), failed["items"]
+                limited = [o["reason"].endswith("recirculation_limit") for o in failed["items"]]
+                assert all(limited), failed["items"]
                 assert shipped >= 190
                 # the re-post after the restart is idempotent: same ids, nothing new
                 again = (await client.post("/api/orders", json=body[:10])).json()
                 assert [o["id"] for o in again] == [o["id"] for o in created[:10]]
                 timeline = (await client.get(f"/api/orders/{created[0]['id']}/timeline")).json()["items"]
-                assert {row["device_kind"] for row in timeline} >= {"pick_light", "conveyor", "printer", "sorter"}
+                assert {row["device_kind"] for row in timeline} >= {"pick_light", "conveyor", "printer",
+                                                                    "sorter"}
             finally:
                 proc.send_signal(signal.SIGTERM)
                 try:

@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import threading
 import time
-from pathlib import Path
 
-import yaml
-
-from controller.bench.context import BenchContext, Profile
 from controller.bench.gc_pauses import GcPauses
-from controller.bench.measure import CpuMeter, Latencies, LoopLag, ratio
+from controller.bench.measure import Latencies, LoopLag, ratio
 from controller.bench.report import FIGURES, Figure, render, targets
-from controller.bench.surge import SPEED, surge_site
-from controller.site import load_site
 
 
 def test_percentiles_are_nearest_rank_in_milliseconds() -> None:
@@ -75,45 +68,7 @@ async def test_loop_lag_sees_a_blocked_loop() -> None:
     assert lag.lags.summary()["max_ms"] >= 45
 
 
-def test_cpu_meter_names_the_busy_thread() -> None:
-    meter = CpuMeter()
-    meter.start()
-    spun = threading.Event()
-    release = threading.Event()
-
-    def spin() -> None:
-        until = time.perf_counter() + 0.3
-        while time.perf_counter() < until:
-            pass
-        spun.set()
-        release.wait()  # a thread's CPU is only visible while it lives
-
-    worker = threading.Thread(target=spin, name="bench-spinner")
-    worker.start()
-    spun.wait()
-    shares = {s.name: s.percent for s in meter.stop()}
-    release.set()
-    worker.join()
-    assert shares.get("controller thread bench-spinner", 0) > 5
-    assert "other processes on the machine" in shares
-
-
 def test_gc_pauses_are_recorded() -> None:
     with GcPauses() as pauses:
         gc.collect()
     assert pauses.summary()["full_collections"] >= 1
-
-
-def test_surge_site_keeps_real_time_budgets(tmp_path: Path) -> None:
-    ctx = BenchContext(Profile.named("tiny"), tmp_path, None)
-    path = surge_site(ctx, "mqtt://127.0.0.1:1999")
-    site = load_site(path)
-    original = yaml.safe_load(ctx.peak_path.read_text())
-    assert site.broker.url == "mqtt://127.0.0.1:1999"
-    assert site.simulation.operator.mean_s == 0 and site.simulation.packer.mean_s == 0
-    assert site.simulation.printer.print_s == 0
-    for sorter, before in zip(site.sorters, original["sorters"]):
-        assert sorter.scan_to_divert_m / SPEED == before["scan_to_divert_m"]
-    assert site.timeouts.pick_s / SPEED == original["timeouts"]["pick_s"]
-    assert site.timeouts.ack_s == original["timeouts"]["ack_s"]  # never divided by the speed
-    assert {p.endpoint for p in site.plcs}.isdisjoint({p["endpoint"] for p in original["plcs"]})

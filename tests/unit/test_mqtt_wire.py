@@ -8,7 +8,7 @@ import re
 import pytest
 
 from adapters.mqtt.link import BrokerAddress
-from adapters.mqtt.wire import Headers, Topics, WireError, decode, encode
+from controller.contract.mqtt import Headers, Topics, WireError, decode, encode
 
 TOPICS = Topics("floorctl/v1")
 
@@ -51,7 +51,8 @@ def test_encode_is_compact_json_and_decode_reads_it_back() -> None:
     assert decode(payload) == message
 
 
-@pytest.mark.parametrize("payload", [b"", b"\xff\xfe", b"not json", b"[1,2]", b'"text"', b'{"command_id": "x"}',
+@pytest.mark.parametrize("payload",
+                         [b"", b"\xff\xfe", b"not json", b"[1,2]", b'"text"', b'{"command_id": "x"}',
                                      b'{"header": 5}'])
 def test_decode_refuses_what_is_not_a_contract_message(payload: bytes) -> None:
     with pytest.raises(WireError):
@@ -63,3 +64,20 @@ def test_broker_address_reads_the_protocol_from_the_url() -> None:
     assert BrokerAddress.from_url("mqtts://broker.site:8883?protocol=3.1.1").protocol == "3.1.1"
     with pytest.raises(ValueError, match="protocol"):
         BrokerAddress.from_url("mqtt://127.0.0.1:1883?protocol=3")
+
+
+@pytest.mark.parametrize("payload", [
+    b'{"header": {}, "result": {"picked": NaN}}',
+    b'{"header": {}, "result": {"picked": Infinity}}',
+    b'{"header": {}, "result": {"picked": -Infinity}}',
+    b'{"header": {}, "result": {"picked": 1e400}}',
+    b'{"header": {}, "result": {"picked": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}",
+], ids=["nan", "infinity", "-infinity", "1e400", "nested-100k"])
+def test_decode_is_strict_json_and_refuses_what_python_would_read_anyway(payload: bytes) -> None:
+    with pytest.raises(WireError):
+        decode(payload)
+
+
+def test_encode_refuses_what_strict_json_cannot_say() -> None:
+    with pytest.raises(ValueError):
+        encode({"header": {}, "qty": float("nan")})

@@ -8,24 +8,24 @@ import pytest
 from asyncua import ua
 
 from adapters.opcua import decode
-from adapters.opcua.contract import CONTRACT_NAMESPACE, MachineryItemState, MachineryOperationMode
-from adapters.opcua.nodemap import (
+from adapters.opcua.nodemap import node_id, resolve
+from adapters.opcua.wiring import wire
+from controller.contract.kinds import DeviceKind
+from controller.contract.opcua import (
+    CONTRACT_NAMESPACE,
     CONVEYOR_SIGNALS,
     SCAN_POINT_SIGNALS,
     SORTER_SIGNALS,
+    MachineryItemState,
+    MachineryOperationMode,
     NodeMapError,
-    device_node_map,
-    floor_node_maps,
     namespace_indexes,
-    node_id,
-    resolve,
 )
-from adapters.opcua.wiring import wire
-from controller.ports import DeviceKind
-from controller.site import Site
+from controller.site import Site, device_node_map, floor_node_maps
 
 
-def with_nodes(site: Site, conveyor: dict[str, str] | None = None, sorter: dict[str, str] | None = None) -> Site:
+def with_nodes(site: Site, conveyor: dict[str, str] | None = None,
+               sorter: dict[str, str] | None = None) -> Site:
     return site.model_copy(update={
         "conveyors": [c.model_copy(update={"nodes": conveyor or {}}) for c in site.conveyors],
         "sorters": [s.model_copy(update={"nodes": sorter or {}}) for s in site.sorters]})
@@ -35,8 +35,9 @@ def test_defaults_put_every_signal_under_the_device_id_in_namespace_2(demo_site:
     conveyor = device_node_map(demo_site.conveyors[0])
     assert conveyor.kind is DeviceKind.CONVEYOR and conveyor.owner == "conveyors.loop-1"
     assert dict(conveyor.nodes) == {
-        "Object": "ns=2;s=loop-1", "State": "ns=2;s=loop-1.State", "OperationMode": "ns=2;s=loop-1.OperationMode",
-        "Fault": "ns=2;s=loop-1.Fault", "EStop": "ns=2;s=loop-1.EStop", "Transport": "ns=2;s=loop-1.Transport"}
+        "Object": "ns=2;s=loop-1", "State": "ns=2;s=loop-1.State",
+        "OperationMode": "ns=2;s=loop-1.OperationMode", "Fault": "ns=2;s=loop-1.Fault",
+        "EStop": "ns=2;s=loop-1.EStop", "Transport": "ns=2;s=loop-1.Transport"}
     sorter = device_node_map(demo_site.sorters[0])
     assert sorter["Induct"] == "ns=2;s=sorter-1.Induct" and sorter["Divert"] == "ns=2;s=sorter-1.Divert"
     assert set(SORTER_SIGNALS) - set(CONVEYOR_SIGNALS) == {"Induct", "Divert"}
@@ -65,9 +66,10 @@ def test_scan_point_node_ids_are_mapped_like_the_others(demo_site: Site) -> None
 
 def test_a_scan_point_mapping_without_the_scan_point_repeats_a_node_id(demo_site: Site) -> None:
     site = with_nodes(demo_site, conveyor={"ReadCount": "ns=3;s=Conv1/Reads"})  # two scan points, one node
-    with pytest.raises(NodeMapError, match=r"conveyors\.0\.nodes\.ReadCount \(scan point 'sp-pack'\): node id "
-                                           r"'ns=3;s=Conv1/Reads' is already used by conveyors\.0\.nodes\.ReadCount "
-                                           r"\(scan point 'sp-induct'\)"):
+    with pytest.raises(NodeMapError,
+                       match=r"conveyors\.0\.nodes\.ReadCount \(scan point 'sp-pack'\): node id "
+                             r"'ns=3;s=Conv1/Reads' is already used by conveyors\.0\.nodes\.ReadCount "
+                             r"\(scan point 'sp-induct'\)"):
         floor_node_maps(site, "plc-1")
     assert device_node_map(with_nodes(demo_site, sorter={"ReadCount": "ns=3;s=Sorter/Reads"}).sorters[0])
 
@@ -119,7 +121,8 @@ def test_an_unknown_plc_is_an_error(demo_site: Site) -> None:
 def test_the_plc_map_comes_first_and_uses_the_contract_namespace(demo_site: Site) -> None:
     maps = floor_node_maps(demo_site, "plc-1")
     assert [m.owner for m in maps] == ["plcs.0", "conveyors.0", "sorters.0"]  # site key paths
-    assert maps[0].kind is None and maps[0]["ContractVersion"] == f"nsu={CONTRACT_NAMESPACE};s=Plc.ContractVersion"
+    assert maps[0].kind is None
+    assert maps[0]["ContractVersion"] == f"nsu={CONTRACT_NAMESPACE};s=Plc.ContractVersion"
     site = with_nodes(demo_site, conveyor={"State": "ns=5;s=x"}, sorter={"State": "nsu=urn:vendor;s=y"})
     assert namespace_indexes(floor_node_maps(site, "plc-1")) == (5, {CONTRACT_NAMESPACE, "urn:vendor"})
 
@@ -138,7 +141,8 @@ def test_wiring_maps_nodes_back_to_devices_and_selects_every_contract_field(demo
     assert wiring.sources == {node_id("loop-1", 2): "loop-1", node_id("sorter-1", 2): "sorter-1"}
     assert wiring.variables[node_id("sorter-1.EStop", 2)] == ("sorter-1", "EStop")
     assert node_id("Plc.ContractVersion", 3) not in wiring.variables  # read once, not watched
-    selected = [(op.BrowsePath[0].Name, op.BrowsePath[0].NamespaceIndex) for op in wiring.event_filter.SelectClauses]
+    selected = [(op.BrowsePath[0].Name,
+                 op.BrowsePath[0].NamespaceIndex) for op in wiring.event_filter.SelectClauses]
     assert selected[:3] == [("EventType", 0), ("SourceNode", 0), ("Time", 0)]
     assert {name for name, ns in selected[3:] if ns == 3} == {
         "ScanPoint", "ScanId", "Barcode", "CommandId", "ToteId", "Destination", "Outcome", "Reason", "Lane"}
@@ -151,7 +155,8 @@ def test_wiring_maps_nodes_back_to_devices_and_selects_every_contract_field(demo
     (0, MachineryItemState.NOT_AVAILABLE),
     (4, None), (-1, None), (True, None), ("executing", None), (None, None), (2.0, None),
 ])
-def test_machinery_state_accepts_names_and_indexes_only(value: object, state: MachineryItemState | None) -> None:
+def test_machinery_state_accepts_names_and_indexes_only(value: object,
+                                                        state: MachineryItemState | None) -> None:
     assert decode.machinery_state(value) is state
 
 

@@ -1,4 +1,4 @@
-"""The simulated conveyor and sorter logic without a server, and the adapter's ticket book."""
+"""The simulated conveyor and sorter logic without a server."""
 
 from __future__ import annotations
 
@@ -8,14 +8,12 @@ from itertools import count
 
 import pytest
 
-from adapters.opcua.contract import MachineryItemState
-from adapters.opcua.tickets import CommandRejected, TicketBook
-from controller.ports import Completion
+from controller.contract.opcua import MachineryItemState
 from controller.site import Site
 from simulators.clock import SimClock
 from simulators.plc.conveyor import SimConveyor
 from simulators.plc.drive import Drive
-from simulators.plc.reports import Completed, Diverted, Report, Scanned, StatusChanged
+from simulators.plc.reports import Completed, DivertReport, Report, Scanned, StatusChanged
 from simulators.plc.sorter import SimSorter
 from tests.conftest import eventually
 
@@ -41,7 +39,8 @@ def conveyor(site: Site, reports: Reports, no_read_rate: float = 0.0) -> SimConv
 
 def sorter(site: Site, reports: Reports, no_read_rate: float = 0.0, **geometry: float) -> SimSorter:
     spec = site.sorters[0].model_copy(update=geometry)
-    machine = SimSorter(spec, SimClock(SPEED, 1), reports.append, no_read_rate=no_read_rate, next_scan_id=scan_ids())
+    machine = SimSorter(spec, SimClock(SPEED, 1), reports.append, no_read_rate=no_read_rate,
+                        next_scan_id=scan_ids())
     machine.changed()
     return machine
 
@@ -52,7 +51,8 @@ async def test_a_transport_passes_its_scan_points_and_arrives(demo_site: Site) -
     assert belt.transport("t1", "TOTE-1", "PS-1") == "accepted"
     assert belt.state is MachineryItemState.EXECUTING
     await eventually(lambda: bool(reports.of(Completed)))
-    assert [(s.scan_point, s.barcode) for s in reports.of(Scanned)] == [("sp-induct", "TOTE-1"), ("sp-pack", "TOTE-1")]
+    assert [(s.scan_point, s.barcode) for s in reports.of(Scanned)] == [("sp-induct", "TOTE-1"),
+                                                                        ("sp-pack", "TOTE-1")]
     (done,) = reports.of(Completed)
     assert (done.command_id, done.tote_id, done.destination, done.ok) == ("t1", "TOTE-1", "PS-1", True)
     assert [s.state for s in reports.of(StatusChanged)] == ["NotExecuting", "Executing", "NotExecuting"]
@@ -78,6 +78,19 @@ async def test_refusals_are_not_remembered(demo_site: Site) -> None:
     assert belt.transport("t2", "TOTE-2", "PS-1") == "rejected:estop"
     belt.reset()
     assert belt.transport("t2", "TOTE-2", "PS-1") == "accepted"
+    assert belt.transport("t2", "TOTE-2", "PS-1") == "accepted"  # from here on it is remembered
+    await eventually(lambda: bool(reports.of(Completed)))
+    assert belt.executed["t2"] == 1
+
+
+async def test_a_sorter_forgets_an_induct_refused_during_an_estop(demo_site: Site) -> None:
+    reports = Reports()
+    loop = sorter(demo_site, reports)
+    loop.set_estop(True)
+    assert loop.induct("i1", "TOTE-1") == "rejected:estop"
+    loop.reset()
+    assert loop.induct("i1", "TOTE-1") == loop.induct("i1", "TOTE-1") == "accepted"
+    assert loop.executed["i1"] == 1
 
 
 async def test_a_jam_holds_every_tote_until_cleared(demo_site: Site) -> None:
@@ -117,11 +130,12 @@ async def test_a_sorter_diverts_when_the_target_lands_before_the_divert(demo_sit
     assert loop.divert("d1", scan.scan_id, "lane-2") == "accepted"
     assert loop.divert("d2", scan.scan_id, "lane-3") == "rejected:target_exists"
     await eventually(lambda: bool(reports.of(Completed)))
-    assert reports.of(Diverted) == [Diverted("sorter-1", scan.scan_id, "TOTE-1", "lane-2", "d1", reports.of(Diverted)[0].at)]
+    (diverted,) = reports.of(DivertReport)
+    assert diverted == DivertReport("sorter-1", scan.scan_id, "TOTE-1", "lane-2", "d1", diverted.at)
     (done,) = reports.of(Completed)
     assert (done.command_id, done.destination, done.ok) == ("i1", "lane-2", True)
     assert loop.divert("d1", scan.scan_id, "lane-2") == "accepted"  # a repeat repeats the report
-    assert len(reports.of(Diverted)) == 2
+    assert len(reports.of(DivertReport)) == 2
     (timing,) = loop.scans
     assert timing.scan_id == scan.scan_id and timing.read_at <= (timing.target_landed_at or 0)
 
@@ -132,7 +146,8 @@ async def test_without_a_target_a_tote_goes_round_then_to_the_exception_lane(dem
     loop.induct("i1", "TOTE-1")
     await eventually(lambda: bool(reports.of(Completed)), timeout=5)
     assert [s.barcode for s in reports.of(Scanned)] == [None, None, None]  # max_recirculations: 2
-    assert [(d.lane, d.command_id) for d in reports.of(Diverted)] == [(None, ""), (None, ""), ("lane-x", "")]
+    lanes = [(d.lane, d.command_id) for d in reports.of(DivertReport)]
+    assert lanes == [(None, ""), (None, ""), ("lane-x", "")]
     (done,) = reports.of(Completed)
     assert (done.ok, done.reason, done.destination) == (False, "recirculation_limit", "lane-x")
     first = reports.of(Scanned)[0].scan_id
@@ -168,22 +183,3 @@ async def test_a_move_that_raises_does_not_stop_the_drive(caplog: pytest.LogCapt
     drive.after(0.2, lambda: arrived.append(1))
     await eventually(lambda: arrived == [1])
     assert "a tote movement failed" in caplog.text
-
-
-async def test_ticket_book_forgets_refusals_and_keeps_finished_tickets() -> None:
-    book = TicketBook("loop-1", capacity=2)
-    refused = book.open("c1", "Transport", ("c1", "T", "PS-1")).ticket
-    book.reject(refused, "estop")
-    with pytest.raises(CommandRejected, match="estop"):
-        await refused.acked
-    assert refused.done.result() == Completion("c1", ok=False, at=refused.done.result().at, reason="estop")
-    assert book.get("c1") is None  # may be tried again with the same id
-    done = book.open("c2", "Transport", ("c2", "T", "PS-1"))
-    waiting = book.open("c3", "Transport", ("c3", "T", "PS-1"))
-    assert book.finish(Completion("c2", ok=True, at=1.0))
-    assert not book.finish(Completion("c9", ok=True, at=1.0))
-    assert book.unfinished() == [waiting] and book.get("c2") is done
-    book.open("c4", "Transport", ("c4", "T", "PS-1"))
-    assert book.get("c2") is None  # over capacity: the oldest finished one goes
-    book.open("c5", "Transport", ("c5", "T", "PS-1"))
-    assert book.get("c3") is waiting  # an unfinished one stays, however old

@@ -6,11 +6,13 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from controller.api.auth import can
 from controller.api.deps import EngineDep, SessionDep, SnapshotDep
+from controller.domain.access import Permission
 from controller.domain.model import OrderState
 from controller.store import queries
 
-router = APIRouter(prefix="/api/stats", tags=["stats"])
+router = APIRouter(prefix="/api/stats", tags=["stats"], dependencies=[can(Permission.READ)])
 
 
 async def orders_by_state(session: SessionDep) -> dict[str, int]:

@@ -12,15 +12,17 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from controller.api.auth import can
 from controller.api.deps import DbDep, Limit, Offset, SessionDep
 from controller.api.instants import Instant
-from controller.api.schemas import CommandTiming, Paged, timing_values
+from controller.api.schemas import NO_NUL, CommandTiming, Paged, timing_values
+from controller.domain.access import Permission
 from controller.domain.model import Task
 from controller.ports import DeviceKind
 from controller.store import queries
 from controller.store.queries import TimingFilter
 
-router = APIRouter(prefix="/api/timings", tags=["timings"])
+router = APIRouter(prefix="/api/timings", tags=["timings"], dependencies=[can(Permission.READ)])
 
 CSV_COLUMNS = list(CommandTiming.model_fields)
 CSV_READ = 2000  # rows per database read
@@ -32,16 +34,18 @@ CSV_SLICE = 200
 @router.get(
     "",
     response_model=Paged[CommandTiming],
-    responses={200: {"content": {"text/csv": {}}, "description": "JSON page, or CSV of every match with format=csv"}},
+    responses={200: {"content": {"text/csv": {}},
+                     "description": "JSON page, or CSV of every match with format=csv"}},
 )
 async def list_timings(
     session: SessionDep,
     db: DbDep,
-    device_id: str | None = None,
+    device_id: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
     device_kind: DeviceKind | None = None,
     task: Task | None = None,
     outcome: Literal["ok", "failed", "timed_out", "cancelled"] | None = None,
-    since: Annotated[Instant | None, Query(description="queued at or after: ISO 8601 or epoch seconds")] = None,
+    since: Annotated[Instant | None,
+                     Query(description="queued at or after: ISO 8601 or epoch seconds")] = None,
     until: Annotated[Instant | None, Query(description="queued before: ISO 8601 or epoch seconds")] = None,
     limit: Limit = 50,
     offset: Offset = 0,
