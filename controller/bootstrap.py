@@ -127,6 +127,7 @@ class Controller:
             self.engine.role = self.leadership.describe
         self.alarm_store = AlarmRepository(self.db, self.writer)
         self.alarms = AlarmMonitor(self.engine, self.alarm_store, speed=settings.speed)
+        self.engine.status_listeners.append(lambda _status: self.alarms.poke())
         # Users, tokens, sessions and the audit trail (device controls included) of the API and panel.
         self.accounts = Accounts(AccountRepository(self.db, self.writer))
         self.gate = Gate(self.accounts, settings.site.api, enabled=settings.auth)

@@ -90,6 +90,20 @@ class AlarmDesk(Protocol):
 
     def active_by_severity(self) -> collections.Counter[str]: ...
 
+    @property
+    def running(self) -> bool:
+        """Checking the floor; when not (a standby), the store's alarms are the ones to show."""
+        ...
+
+    @property
+    def listeners(self) -> list[Callable[[Any], None]]:
+        """Called after every check that raised, cleared or acknowledged an alarm."""
+        ...
+
+    def active(self) -> list[Alarm]:
+        """The alarms not cleared yet, as the store will hold them once written."""
+        ...
+
     async def acknowledge(self, alarm_id: int, actor: str) -> Alarm:
         """Raises AlarmNotFound."""
         ...

@@ -32,6 +32,7 @@ MOVERS = ("conveyor", "sorter")
 UNLABELLED = frozenset({OrderState.RECEIVED, OrderState.HELD, OrderState.ALLOCATED, OrderState.PICKING,
                         OrderState.CONVEYED, OrderState.PACKED, OrderState.EXCEPTION})
 NAMED = 5  # order ids named in an alarm's text
+MIN_CHECK_GAP_S = 0.1  # between two checks, however often the floor pokes the monitor
 
 
 class FloorView(Protocol):
@@ -210,6 +211,7 @@ class AlarmMonitor:
         self.listeners: list[Callable[[Changes], None]] = []  # e.g. the panel's push
         self.check_errors = 0
         self._task: asyncio.Task[None] | None = None
+        self._poked = asyncio.Event()  # something changed: check now rather than at the next tick
 
     async def start(self) -> None:
         active, next_id = await self.store.active()
@@ -223,14 +225,26 @@ class AlarmMonitor:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    @property
+    def running(self) -> bool:
+        """Checking the floor (a standby's monitor is not: the leader's is)."""
+        return self._task is not None
+
+    def poke(self) -> None:
+        """Check soon, not at the next tick: a device's status changed. Many pokes, one check."""
+        self._poked.set()
+
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self.limits.check_every_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poked.wait(), self.limits.check_every_s)
+            self._poked.clear()
             try:
                 self.check()
             except Exception:  # one bad check must not end the alarms for good
                 self.check_errors += 1
                 log.exception("alarm check failed")
+            await asyncio.sleep(MIN_CHECK_GAP_S)  # a storm of status changes checks ten times a second
 
     def check(self, now: float | None = None) -> Changes:
         now = self.clock() if now is None else now

@@ -110,6 +110,8 @@ class Engine:
         self._side_tasks: set[asyncio.Task[None]] = set()  # fire-and-forget commands (label cancels)
         # Called with every device control, refused ones too (the audit trail, the alarms).
         self.control_listeners: list[Callable[[ControlEvent], None]] = []
+        # Called with every device status change (the alarm monitor checks at once, not on its tick).
+        self.status_listeners: list[Callable[[DeviceStatus], None]] = []
         self._controls = itertools.count(1)
         self._started = False
         self._watching = False  # the hubs are up and the queues attached (a standby stops here)
@@ -527,6 +529,8 @@ class Engine:
                 self.sorting.on_diverted(event)
             elif isinstance(event, DeviceStatus):
                 self.floor.on_status(event)
+                for listener in self.status_listeners:
+                    listener(event)
         except Exception:  # an event handler must never take the adapters down
             log.exception("device event %r", event)
             self._counters["event_errors"] += 1

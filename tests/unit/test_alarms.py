@@ -276,3 +276,20 @@ async def test_the_monitor_checks_on_its_own_and_survives_a_bad_check(site: Site
     finally:
         await monitor.stop()
     assert monitor._task is None
+
+
+async def test_a_poke_checks_at_once_instead_of_at_the_next_tick(site: Site) -> None:
+    slow = site.model_copy(update={"alarms": AlarmLimits(check_every_s=60)})
+    floor, store = FakeFloor(slow), MemoryStore()
+    monitor = AlarmMonitor(floor, store)
+    await monitor.start()
+    try:
+        assert monitor.running
+        floor.rows[0]["fault"] = "paper_out"
+        for _ in range(20):  # several status changes at once: one check
+            monitor.poke()
+        await asyncio.sleep(0.05)
+        assert [a.key for a in monitor.active()] == [f"device_faulted:{floor.rows[0]['device_id']}"]
+    finally:
+        await monitor.stop()
+    assert not monitor.running

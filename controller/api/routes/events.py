@@ -8,6 +8,7 @@ same bytes go to all of them; a client too slow for a tick skips to the newest s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,7 +20,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.api.auth import can
-from controller.api.deps import EngineDep, EngineLike, Limit, SessionDep, SnapshotCache
+from controller.api.deps import AlarmDesk, EngineDep, EngineLike, Limit, SessionDep, SnapshotCache
 from controller.api.instants import iso
 from controller.api.routes.stats import orders_by_state
 from controller.api.schemas import AlarmPublic, DevicePublic, OrderSummary, WaitingOnPublic
@@ -58,6 +59,13 @@ class FloorFeed:
         self._body = b""
         self._taken_at = float("-inf")
         self._lock = asyncio.Lock()
+        self._nudged = asyncio.Event()  # replaced at each nudge: every stream waiting on it wakes
+
+    def nudge(self) -> None:
+        """Something a supervisor must see at once (an alarm): retake now and wake every stream."""
+        self._taken_at = float("-inf")
+        self._nudged.set()
+        self._nudged = asyncio.Event()
 
     async def current(self) -> tuple[int, bytes]:
         """The snapshot, retaken when older than a tick."""
@@ -76,7 +84,8 @@ class FloorFeed:
                 return self.seq, self._body
             wait = self._due()
             if wait > 0:
-                await asyncio.sleep(wait)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._nudged.wait(), wait)
             seq, body = await self.current()
             if seq > seen:
                 return seq, body
@@ -112,11 +121,17 @@ def board_rows(engine: EngineLike, rows: list[Any]) -> list[dict[str, Any]]:
     return [{**OrderSummary.of(row).model_dump(), "waiting_on": waiting(row.id)} for row in rows]
 
 
-async def floor_now(engine: EngineLike, snapshots: SnapshotCache, session: AsyncSession) -> dict[str, Any]:
+async def floor_now(engine: EngineLike, snapshots: SnapshotCache, session: AsyncSession,
+                    monitor: AlarmDesk | None = None) -> dict[str, Any]:
     """What the panel draws: health, stats with orders by state, devices, orders needing attention
-    and the active alarms (as `GET /api/alarms?active=true` lists them)."""
+    and the active alarms (as `GET /api/alarms?active=true` lists them). A running alarm monitor's own
+    list is taken, not the store's: an alarm is shown the moment it is raised, not once written."""
     attention = await queries.orders_page(session, states=ATTENTION, limit=ATTENTION_LIMIT)
-    alarms = await queries.alarms_page(session, AlarmFilter(active=True), limit=ALARMS_LIMIT)
+    if monitor is not None and monitor.running:
+        active = sorted(monitor.active(), key=lambda a: (a.raised_at, a.id), reverse=True)[:ALARMS_LIMIT]
+    else:
+        active = [alarm_of(row) for row in
+                  (await queries.alarms_page(session, AlarmFilter(active=True), limit=ALARMS_LIMIT)).items]
     return {
         "at": time.time(),
         "site": engine.site.site,
@@ -125,7 +140,7 @@ async def floor_now(engine: EngineLike, snapshots: SnapshotCache, session: Async
         "stats": {**snapshots.get(), "orders_by_state": await orders_by_state(session)},
         "devices": [DevicePublic.model_validate(d).model_dump() for d in engine.devices()],
         "attention": {"items": board_rows(engine, attention.items), "total": attention.total},
-        "alarms": [AlarmPublic.of(alarm_of(row)).model_dump() for row in alarms.items],
+        "alarms": [AlarmPublic.of(alarm).model_dump() for alarm in active],
     }
 
 
@@ -135,9 +150,12 @@ def feed_of(app: FastAPI) -> FloorFeed:
     if feed is None:
         async def take() -> dict[str, Any]:
             async with AsyncSession(app.state.db, expire_on_commit=False) as session:
-                return await floor_now(app.state.engine, app.state.snapshots, session)
+                return await floor_now(app.state.engine, app.state.snapshots, session, monitor)
 
+        monitor: AlarmDesk | None = getattr(app.state, "alarms", None)
         feed = app.state.floor_feed = FloorFeed(take)
+        if monitor is not None:
+            monitor.listeners.append(lambda _changes: feed.nudge())
     return feed
 
 
