@@ -198,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     commission.add_argument("--allow-motion", action="store_true",
                             help="also light each pick light, print a test label on each printer, run "
                                  "totes on every conveyor and sorter lane")
+    commission.add_argument("--light-seconds", type=float, default=1.0, metavar="S",
+                            help="how long each test light stays on, one light after the other "
+                                 "(default 1; 0 to 60)")
     commission.add_argument("--out", type=Path, default=Path("commission-report"),
                             help="where commission.json and commission.html go (default commission-report/)")
 
@@ -548,7 +551,12 @@ async def cmd_commission(args: argparse.Namespace) -> int:
     motion = "with motion" if args.allow_motion else "no motion (--allow-motion for lights, labels, totes)"
     print(f"floorctl commission: site {site.site} ({args.site}), {motion}", file=sys.stderr, flush=True)
     started = time.time()
+    if not 0 <= args.light_seconds <= 60:
+        print(f"floorctl commission: --light-seconds must be 0 to 60, not {args.light_seconds:g}",
+              file=sys.stderr)
+        return 2
     walk = Walk(site, database_url(args.data_dir, args.database_url), allow_motion=args.allow_motion,
+                light_s=args.light_seconds,
                 progress=lambda check: print(check.line(), file=sys.stderr, flush=True))
     checks = await walk.run()
     report = summarise(checks, site=site.site, site_file=str(args.site), allow_motion=args.allow_motion,

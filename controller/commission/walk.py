@@ -75,6 +75,7 @@ class Walk:
     site: Site
     database_url: str
     allow_motion: bool = False
+    light_s: float = LIGHT_S  # how long each test light stays on
     endpoints: dict[str, str] = field(default_factory=dict)  # PLC id -> endpoint, overriding the site's
     progress: Callable[[Check], None] = lambda check: None
     checks: list[Check] = field(default_factory=list)
@@ -168,7 +169,7 @@ class Walk:
                 assert isinstance(unit, PickLight)
                 shown = await unit.show(self._id(light.id), location, 1, TEST_COLOUR)
                 await self._acked(shown, timeouts.ack_s)
-                await asyncio.sleep(LIGHT_S)
+                await asyncio.sleep(self.light_s)
                 await self._done(await unit.clear(self._id(light.id)), timeouts.ack_s * 2)
         for printer in self.site.printers:
             if self._skipped("printer", printer.id, "printed a test label"):

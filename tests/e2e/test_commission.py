@@ -18,7 +18,7 @@ pytestmark = pytest.mark.floorctl(controller=False, speed=50)
 def walk(floor: Floor, tmp_path: Path, *, allow_motion: bool) -> Walk:
     site = floor.site.with_broker_url(floor.broker_url)
     return Walk(site, f"sqlite+aiosqlite:///{tmp_path / 'floorctl.db'}", allow_motion=allow_motion,
-                endpoints=floor.plc_endpoints)
+                endpoints=floor.plc_endpoints, light_s=0.1)
 
 
 async def test_every_check_passes_on_a_healthy_floor(floor: Floor, tmp_path: Path) -> None:
@@ -76,6 +76,9 @@ async def test_without_motion_nothing_moves(floor: Floor, tmp_path: Path) -> Non
 async def test_an_unreachable_plc_and_database_fail_by_name(floor: Floor, tmp_path: Path) -> None:
     floor.cut_link("plc-1")
     commission = walk(floor, tmp_path, allow_motion=False)
+    # a PLC is given 3 x its timeout_s to come up: shortened here, the failure is the same
+    commission.site = commission.site.model_copy(
+        update={"plcs": [plc.model_copy(update={"timeout_s": 0.5}) for plc in commission.site.plcs]})
     commission.database_url = f"sqlite+aiosqlite:///{tmp_path / 'no-such-dir' / 'x' / 'floorctl.db'}"
     checks = await commission.run()
     failed = {c.target: c.detail for c in checks if c.status == "fail"}
