@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import uvicorn
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -34,6 +34,9 @@ from controller.store.lease import Election, LeaseStore, WriteFence, create_leas
 from controller.store.repository import AlarmRepository
 from controller.store.retention import RetentionPolicy, TimingRetention
 from controller.store.writer import StoreWriter, sync_url
+
+if TYPE_CHECKING:
+    from controller.api.routes.insight import InsightCache
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +138,7 @@ class Controller:
         self.retention = TimingRetention(sync_url(self.url), retention_policy(settings))
         self._server: Any = None
         self._serve_task: asyncio.Task[None] | None = None
+        self._insight: InsightCache | None = None  # a reading under way stops with the API
 
     def app(self) -> Any:
         from controller.api.app import create_app
@@ -209,6 +213,7 @@ class Controller:
         config = uvicorn.Config(app, host=self.settings.host, port=self.settings.port,
                                 log_level="warning", lifespan="on", access_log=False)
         self._server = EmbeddedServer(config)
+        self._insight = app.state.insight
         self._serve_task = asyncio.create_task(self._server.serve(), name="api")
         while not self._server.started:
             if self._serve_task.done():
@@ -220,6 +225,8 @@ class Controller:
         if self._server is not None and self._serve_task is not None:
             self._server.should_exit = True
             await asyncio.gather(self._serve_task, return_exceptions=True)
+            if self._insight is not None:
+                await self._insight.aclose()
         if self.leadership is not None:
             await self.leadership.stop()  # no take-over starting while this one stops
         await self.retention.stop()

@@ -258,8 +258,10 @@ async def insight_orders(db: AsyncEngine, received_from: float, since: float,
     look-back on the received_at index) and not finished before `since`, plus any order still active
     that was received earlier."""
     c = ORDERS.c
+    # An order shipped or cancelled before the window is not in it, whatever its due time: the
+    # on-time share counts the orders shipped in the window and those due in it and not shipped.
     not_done_before = or_(and_(c.shipped_at.is_(None), c.cancelled_at.is_(None)), c.shipped_at >= since,
-                          c.cancelled_at >= since, c.due_at >= since)
+                          c.cancelled_at >= since)
     recent = select(*_INSIGHT_ORDERS).where(c.received_at >= received_from, c.received_at < until,
                                             not_done_before)
     older = (order_counts.in_active_states(select(*_INSIGHT_ORDERS), db.dialect.name)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -15,7 +17,10 @@ from controller.api.deps import DbDep, EngineDep, EngineLike
 from controller.api.instants import Instant, iso
 from controller.domain.access import Permission
 from controller.domain.insight import Insight
+from controller.site import Site
 from controller.store.insight import floor_insight
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/insight", tags=["insight"], dependencies=[can(Permission.READ)])
 
@@ -30,30 +35,70 @@ def time_scale(engine: EngineLike) -> float:
     return float(speed) if isinstance(speed, int | float) and speed > 0 else 1.0
 
 
-class InsightCache:
-    """The last 15 minutes' insight (of floor time), shared by the panel, API clients and /metrics:
-    read and worked out at most once every `max_age_s`, by one caller at a time (the others wait for
-    it and share it)."""
+Reader = Callable[[AsyncEngine, Site, float, float, float], Awaitable[Insight]]  # floor_insight's shape
 
-    def __init__(self, engine: EngineLike, db: AsyncEngine, max_age_s: float = 10.0,
-                 clock: Callable[[], float] = time.time) -> None:
+
+class InsightCache:
+    """The last 15 minutes' insight (of floor time), shared by the panel, API clients and /metrics.
+
+    Worked out at most once every `max_age_s`, by one caller at a time. An answer up to `stale_s` old
+    is handed out at once while a fresh one is worked out in the background: on a busy floor's
+    database the reading takes longer than a panel should wait, and the window's own `until` says how
+    old it is. Only the first caller, or one after a long quiet spell, waits for the reading.
+    """
+
+    def __init__(self, engine: EngineLike, db: AsyncEngine, max_age_s: float = 10.0, stale_s: float = 60.0,
+                 clock: Callable[[], float] = time.time, read: Reader = floor_insight) -> None:
         self.engine = engine
+        self.read = read
         self.db = db
         self.max_age_s = max_age_s
+        self.stale_s = stale_s
         self.clock = clock
+        self.refresh_errors = 0
         self._taken_at = float("-inf")
         self._insight: Insight | None = None
         self._lock = asyncio.Lock()
+        self._refresh: asyncio.Task[None] | None = None
+
+    def _age(self) -> float:
+        age = self.clock() - self._taken_at
+        return age if age >= 0 else float("inf")  # a clock set back: as good as none
 
     async def get(self) -> Insight:
+        insight, age = self._insight, self._age()
+        if insight is not None and age < self.max_age_s:
+            return insight
+        if insight is not None and age < self.stale_s:
+            if self._refresh is None or self._refresh.done():
+                self._refresh = asyncio.create_task(self._refreshed(), name="insight-refresh")
+            return insight
+        return await self._take()
+
+    async def _take(self) -> Insight:
         async with self._lock:
-            now = self.clock()
-            if self._insight is None or not 0 <= now - self._taken_at < self.max_age_s:
+            if self._insight is None or self._age() >= self.max_age_s:  # nobody took it meanwhile
+                now = self.clock()
                 scale = time_scale(self.engine)
-                since = now - DEFAULT_WINDOW_S / scale
-                self._insight = await floor_insight(self.db, self.engine.site, since, now, scale)
+                self._insight = await self.read(self.db, self.engine.site, now - DEFAULT_WINDOW_S / scale,
+                                                now, scale)
                 self._taken_at = now
             return self._insight
+
+    async def _refreshed(self) -> None:
+        try:
+            await self._take()
+        except Exception:  # the stale answer stays; the next caller past stale_s reads it again
+            self.refresh_errors += 1
+            log.exception("reading what limits the floor failed")
+
+    async def aclose(self) -> None:
+        """Stop a reading under way (the app is stopping)."""
+        task, self._refresh = self._refresh, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def cache_of(request: Request) -> InsightCache:
