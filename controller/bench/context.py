@@ -54,9 +54,10 @@ PROFILES = {
                     divert_rates=(300, 1000, 2000),
                     divert_seconds=10.0, surge_rates=(50, 100, 200, 400), surge_seconds=20.0,
                     writer_seconds=10.0, memory_orders=100_000),
+    # The rates the targets name, shorter windows, one take-over, three floor minutes of what-if.
     "quick": Profile("quick", warmup=200, round_trips=2_000, window=32, rounds=2,
-                     divert_rates=(300, 1000, 2000),
-                     divert_seconds=2.0, surge_rates=(50, 100, 200, 400), surge_seconds=3.0,
+                     divert_rates=(1000, 2000), divert_gc_probe=False,
+                     divert_seconds=2.0, surge_rates=(200, 400), surge_seconds=3.0,
                      writer_seconds=2.0, memory_orders=5_000, growth_seconds=5.0,
                      growth_idle_seconds=2.0),
     # For the smoke test: every code path, a few seconds in all; the figures mean nothing.

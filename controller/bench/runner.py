@@ -54,9 +54,10 @@ BENCHMARKS = (
     Benchmark("surge", "order surge", surge.run, lambda p: len(p.surge_rates) * (p.surge_seconds + 4) + 5),
     Benchmark("writer", "timing writer", timing_writer.run, lambda p: 2 * p.writer_seconds + 2),
     Benchmark("memory", "memory", memory.run, lambda p: 3 + p.memory_orders / 800),
-    Benchmark("standby", "hot-standby take-over", standby.run, lambda p: 15 if p.name == "tiny" else 45),
+    Benchmark("standby", "hot-standby take-over", standby.run,
+              lambda p: {"tiny": 15, "quick": 20}.get(p.name, 45)),
     Benchmark("whatif", "what-if, the demo floor", whatif.run,
-              lambda p: {"full": 200, "quick": 35}.get(p.name, 6)),
+              lambda p: {"full": 200, "quick": 12}.get(p.name, 6)),
 )
 
 

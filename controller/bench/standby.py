@@ -90,7 +90,7 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
     if not url.startswith("postgres"):
         return {"skipped": f"not a PostgreSQL URL: {make_url(url).drivername}"}
     tiny = ctx.profile.name == "tiny"
-    kills = 1 if tiny else 5
+    kills = {"tiny": 1, "quick": 2}.get(ctx.profile.name, 5)
     # tiny: a short lease, for the smoke test; else the defaults
     lease = ({"lease_s": 1.0, "renew_every_s": 0.2, "fence_margin_s": 0.4} if tiny
              else {"lease_s": 3.0, "renew_every_s": 0.5, "fence_margin_s": 1.0})

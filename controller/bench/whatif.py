@@ -1,6 +1,6 @@
 """What-if speed: an hour of the demo floor at its usual load (config/whatif/demo-1x.yaml) on the
 simulated floor with the real controller, and how long that takes in wall time. The quick run plays
-ten minutes of it, the smoke run one, and scale the wall time to the hour."""
+three minutes of it, the smoke run one, and scale the wall time to the hour."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from controller.config_files import config_file
 from controller.whatif.run import RunOptions, run_scenario
 from controller.whatif.scenario import Scenario, load_scenario
 
-MINUTES = {"full": 60.0, "quick": 10.0}
+MINUTES = {"full": 60.0, "quick": 3.0}
 
 
 async def run(ctx: BenchContext) -> dict[str, Any]:
