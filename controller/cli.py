@@ -84,6 +84,19 @@ def _row_count(value: str) -> int:
     return rows
 
 
+BENCH_STEPS = ("mqtt", "opcua", "divert", "surge", "writer", "memory", "standby", "whatif")
+
+
+def _bench_steps(value: str) -> tuple[str, ...]:
+    """Steps of `floorctl bench`, comma-separated: divert,surge."""
+    steps = tuple(s.strip() for s in value.split(",") if s.strip())
+    unknown = [s for s in steps if s not in BENCH_STEPS]
+    if unknown or not steps:
+        named = ", ".join(unknown) if unknown else repr(value)
+        raise argparse.ArgumentTypeError(f"unknown step {named}; the steps are " + ", ".join(BENCH_STEPS))
+    return steps
+
+
 def _moment(value: str) -> tuple[str, float]:
     """("at", epoch seconds) for ISO 8601 or epoch seconds; ("ago", seconds) for 90m, 2h, 1d, 30s."""
     units = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -214,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--data-scale", type=_row_count, nargs="?", const=50_000_000, metavar="ROWS",
                        help="only the data-at-scale step: ROWS timing rows on PostgreSQL (default 50M), a "
                             "tenth on SQLite, a tenth as many orders; the read requests' p95 and the writer")
+    bench.add_argument("--only", type=_bench_steps, metavar="STEP[,STEP]",
+                       help="only these steps of the run, in its order: " + ", ".join(BENCH_STEPS))
     bench.add_argument("--growth", action="store_true",
                        help="only how cost grows: the controller's CPU per order and RSS on floors of 18, "
                             "258 and 1,000 simulated devices with 1k, 10k and 20k active orders (about 5 "

@@ -150,8 +150,9 @@ def profile_for(args: argparse.Namespace) -> Profile:
 async def run_bench(args: argparse.Namespace) -> int:
     profile = profile_for(args)
     rows = getattr(args, "data_scale", None)
+    only = getattr(args, "only", None)
     steps = (data_scale_step(rows),) if rows else (growth_step(),) if getattr(args, "growth", False) \
-        else BENCHMARKS
+        else tuple(b for b in BENCHMARKS if only is None or b.key in only)
     for name in QUIET_LOGGERS:  # warnings such as asyncua's revised session values would tear the bar
         logging.getLogger(name).setLevel(logging.ERROR)
     results: dict[str, Any] = {"profile": profile.name, "machine": await asyncio.to_thread(machine.describe)}

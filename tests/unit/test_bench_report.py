@@ -6,6 +6,8 @@ import asyncio
 import gc
 import time
 
+import pytest
+
 from controller.bench.gc_pauses import GcPauses
 from controller.bench.measure import Latencies, LoopLag, ratio
 from controller.bench.report import FIGURES, Figure, render, targets
@@ -72,3 +74,15 @@ def test_gc_pauses_are_recorded() -> None:
     with GcPauses() as pauses:
         gc.collect()
     assert pauses.summary()["full_collections"] >= 1
+
+
+def test_bench_only_names_the_run_s_steps_and_refuses_others() -> None:
+    import argparse
+
+    from controller.bench.runner import BENCHMARKS
+    from controller.cli import BENCH_STEPS, _bench_steps
+
+    assert BENCH_STEPS == tuple(b.key for b in BENCHMARKS)
+    assert _bench_steps("surge, divert") == ("surge", "divert")
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown step warp; the steps are mqtt"):
+        _bench_steps("divert,warp")

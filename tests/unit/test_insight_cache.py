@@ -58,7 +58,7 @@ async def test_a_fresh_answer_is_shared_and_a_stale_one_is_handed_out_while_it_i
     assert await insights.get() == {"read": 2}
 
 
-async def test_an_answer_past_stale_is_read_again_before_answering_and_a_failed_refresh_keeps_the_old() -> None:
+async def test_past_stale_it_is_read_before_answering_and_a_failed_refresh_keeps_the_old() -> None:
     now, reader = [1000.0], Reader()
     insights = cache(now, reader)
     await insights.get()
