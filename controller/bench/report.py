@@ -122,10 +122,11 @@ def lookup(results: dict[str, Any], path: str) -> Any:
 
 
 def targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Every figure with a target: its value, the target and whether it was met (None: not measured)."""
+    """Every figure with a target of the steps that ran: its value, the target and whether it was met
+    (None: not measured)."""
     out = {}
     for fig in FIGURES:
-        if fig.target is not None:
+        if fig.target is not None and fig.path.split(".", 1)[0] in results:
             value = lookup(results, fig.path)
             out[fig.path] = {"value": value, "target": fig.target, "better": fig.better,
                              "met": fig.met(value)}
