@@ -110,8 +110,11 @@ class Engine:
         self._side_tasks: set[asyncio.Task[None]] = set()  # fire-and-forget commands (label cancels)
         # Called with every device control, refused ones too (the audit trail, the alarms).
         self.control_listeners: list[Callable[[ControlEvent], None]] = []
-        # Called with every device status change (the alarm monitor checks at once, not on its tick).
+        # Called when a device goes online or offline, or its fault starts, changes or ends (the alarm
+        # monitor checks at once, not on its tick); not for busy/idle, which a busy floor reports
+        # hundreds of times a second.
         self.status_listeners: list[Callable[[DeviceStatus], None]] = []
+        self._conditions: dict[str, tuple[bool, str | None]] = {}  # device -> (online, fault) last told
         self._controls = itertools.count(1)
         self._started = False
         self._watching = False  # the hubs are up and the queues attached (a standby stops here)
@@ -529,8 +532,11 @@ class Engine:
                 self.sorting.on_diverted(event)
             elif isinstance(event, DeviceStatus):
                 self.floor.on_status(event)
-                for listener in self.status_listeners:
-                    listener(event)
+                condition = (event.online, event.fault)
+                if self._conditions.get(event.device_id) != condition:
+                    self._conditions[event.device_id] = condition
+                    for listener in self.status_listeners:
+                        listener(event)
         except Exception:  # an event handler must never take the adapters down
             log.exception("device event %r", event)
             self._counters["event_errors"] += 1

@@ -11,6 +11,7 @@ from sqlalchemy import func, select, text
 from controller.domain.devices import ControlEvent, ControlRefused, DeviceNotFound
 from controller.domain.model import InvalidTransition, NewOrder, OrderConflict, OrderRejected, OrderState
 from controller.engine.orders import Engine
+from controller.ports import DeviceStatus
 from controller.site import Site, load_site
 from controller.store.db import create_schema, make_engine
 from controller.store.tables import DeviceCommandRow, OrderLineRow, OrderRow, StockRow
@@ -335,3 +336,18 @@ async def _until(condition, timeout: float = 5.0) -> None:  # type: ignore[no-un
         while not condition():
             await asyncio.sleep(0.01)
     await asyncio.wait_for(wait(), timeout)
+
+
+async def test_status_listeners_hear_online_and_fault_changes_not_busy_and_idle(floor: Floor) -> None:
+    heard: list[tuple[str, bool, str | None]] = []
+    floor.engine.status_listeners.append(lambda s: heard.append((s.device_id, s.online, s.fault)))
+    light = floor.hub.by_id["ptl-02"]
+    light.set_status()  # online, no fault: heard once at most (the engine may have it from the start)
+    heard.clear()
+    for state in ("busy", "idle", "busy", "idle"):  # a busy floor's chatter: no alarm to check
+        floor.hub.emit(DeviceStatus(light.device_id, light.kind, online=True, state=state))
+    light.set_status(fault="lamp_broken")
+    light.set_status(fault="lamp_broken")  # told again, unchanged
+    light.set_status(fault=None)
+    light.set_status(online=False)
+    assert heard == [("ptl-02", True, "lamp_broken"), ("ptl-02", True, None), ("ptl-02", False, None)]
