@@ -3,7 +3,7 @@ the real controller): the bottleneck named is the resource made to limit the flo
 capacity estimates hold against the ceiling a run measures; due-aware release keeps express orders on
 time where FIFO does not; and the command line writes its comparison.
 
-Each attribution case runs its five seeds one after the other in a process of its own (every run on its
+Each attribution case runs its four seeds one after the other in a process of its own (every run on its
 own broker, simulators and controller, at the scenario file's speed), two cases at a time."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.slow]
 
 HERE = Path(__file__).parent / "whatif"
 ROOT = Path(__file__).resolve().parents[2]
-SEEDS = range(1, 6)
+SEEDS = range(1, 5)
 
 
 def run_alone(names: list[str], out: Path, *, seeds: range = range(1, 2),
@@ -41,7 +41,7 @@ def run_alone(names: list[str], out: Path, *, seeds: range = range(1, 2),
         return dict(zip(names, pool.map(run, names), strict=True))
 
 
-IDLE_SEEDS = range(1, 3)  # an under-loaded floor: two seeds say as much as five
+IDLE_SEEDS = range(1, 3)  # an under-loaded floor: two seeds say as much as four
 
 
 @pytest.fixture(scope="module")
