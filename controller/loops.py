@@ -1,7 +1,7 @@
 """The event loop a floorctl process runs on: asyncio's own, or uvloop (libuv) where it is installed.
 
-`floorctl --loop auto|uvloop|asyncio` (or `FLOORCTL_LOOP`) chooses; asyncio is the default (until a
-full bench run and the process tests confirm uvloop: docs/benchmarks.md item 10), and `auto` takes
+`floorctl --loop auto|uvloop|asyncio` (or `FLOORCTL_LOOP`) chooses; asyncio is the default (the full
+bench runs on both did not show uvloop ahead: docs/benchmarks.md item 10), and `auto` takes
 uvloop when it imports and asyncio's loop otherwise. asyncua, paho's socket callbacks (add_reader/add_writer),
 asyncpg, aiosqlite and uvicorn all run on either; the bench measures both (docs/benchmarks.md)."""
 
