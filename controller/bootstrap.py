@@ -99,12 +99,21 @@ class EmbeddedServer(uvicorn.Server):
         yield
 
 
+# The collector's thresholds once a long-running process is up (CPython's are 700, 10, 10). Young
+# collections every 10,000 allocations instead of 700, and a full one after 100 middle ones instead
+# of 10: at 2,000 scans/s the defaults ran 650 collections in 10 s, five of them full (up to 80 ms),
+# and they were the divert's p99 (103-107 ms; 5.9-6.1 ms with these). docs/benchmarks.md item 11.
+GC_THRESHOLDS = (10_000, 20, 100)
+
+
 def freeze_startup_heap() -> None:
     """Once a long-running process is up: collect, then freeze what is left out of the collector, so
     its full collections stop walking the imports and the asyncua address spaces (pauses of tens to
-    hundreds of milliseconds otherwise). Collect first: what is frozen is never freed."""
+    hundreds of milliseconds otherwise), and collect less often (GC_THRESHOLDS). Collect first: what
+    is frozen is never freed."""
     gc.collect()
     gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class Controller:

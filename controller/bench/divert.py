@@ -26,6 +26,7 @@ from controller.ports import ScanRead
 from controller.store.db import create_schema, make_engine
 
 SORTER = "sorter-1"
+CPYTHON_GC_THRESHOLDS = (700, 10, 10)  # the probe without gc.freeze() runs with the defaults too
 LANE = "lane-1"
 BUDGET_P99_MS = 10.0
 MISSED_ALLOWED = 0.001  # a rate holds when at most this share of scans got no target in time
@@ -87,9 +88,11 @@ async def _step(ctx: BenchContext, engine: Engine, arrivals: ScanArrivals, plc: 
 
 
 async def _without_freeze(step: Awaitable[dict[str, Any]]) -> dict[str, Any]:
-    """The same step with the start-up heap back in the collector's sight: the controller as it was
-    before `floorctl run` froze it, for comparison. Run last: it leaves the heap unfrozen."""
+    """The same step with the start-up heap back in the collector's sight and CPython's own
+    thresholds: the controller as it was before `floorctl run` froze it and tuned the collector, for
+    comparison. Run last: it leaves the heap unfrozen (frozen_start_up restores the thresholds)."""
     gc.unfreeze()
+    gc.set_threshold(*CPYTHON_GC_THRESHOLDS)
     return await step
 
 
