@@ -86,3 +86,19 @@ def test_bench_only_names_the_run_s_steps_and_refuses_others() -> None:
     assert _bench_steps("surge, divert") == ("surge", "divert")
     with pytest.raises(argparse.ArgumentTypeError, match="unknown step warp; the steps are mqtt"):
         _bench_steps("divert,warp")
+
+
+def test_a_started_process_freezes_its_heap_and_collects_less_often() -> None:
+    from controller.bench.gc_pauses import frozen_start_up
+    from controller.bootstrap import GC_THRESHOLDS, freeze_startup_heap
+
+    before = gc.get_threshold()
+    with frozen_start_up():  # the bench's form, which puts everything back afterwards
+        assert gc.get_threshold() == GC_THRESHOLDS and gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    try:
+        freeze_startup_heap()  # what run, demo and sim do once up
+        assert gc.get_threshold() == GC_THRESHOLDS and gc.get_freeze_count() > 0
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
