@@ -85,6 +85,8 @@ FIGURES: tuple[Figure, ...] = (
     Figure("divert.p99_ms_without_gc_freeze", "  the same without gc.freeze() and GC_THRESHOLDS", "ms"),
     Figure("surge.orders_per_s", "Surge orders/s sustained", "/s", target=400, better="higher"),
     Figure("surge.cycle_p99_s", "  order cycle p99 at that rate", "s"),
+    Figure("surge.cycle_p99_over_travel_s", "  that p99 over the travel (cycle p50 at the lowest rate)",
+           "s", target=0.5),
     Figure("writer.sqlite_rows_per_s", "Timing writer rows/s, SQLite", "/s", target=50_000, better="higher"),
     Figure("writer.postgres_rows_per_s", "Timing writer rows/s, PostgreSQL", "/s", target=50_000,
            better="higher"),

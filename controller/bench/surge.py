@@ -274,10 +274,15 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
     sustained = [s for s in steps if s["sustained"]]
     best = sustained[-1] if sustained else None
     first_miss = next((s for s in steps if not s["sustained"]), None)
+    # The floor's own travel time: the cycle p50 at the lowest rate, where nothing queues.
+    travel_s = steps[0]["cycle_p50_s"] if steps else None
+    over = (round(best["cycle_p99_s"] - travel_s, 2)
+            if best and best["cycle_p99_s"] is not None and travel_s is not None else None)
     return {
         "orders_per_s": best["offered_per_s"] if best else 0,
         "shipped_per_s": best["shipped_per_s"] if best else None,
         "cycle_p99_s": best["cycle_p99_s"] if best else None,
+        "travel_s": travel_s, "cycle_p99_over_travel_s": over,
         "saturates_first": first_miss["busiest"] if first_miss else None,
         "steps": steps, "speed": SPEED,
         "site": "config/peak.yaml; operator, packer and printer delays 0; belts at 50x; time-outs and "
