@@ -49,6 +49,20 @@ def demo_site(**simulation: Any) -> Site:
     return parse_site(data, path)
 
 
+def process_site(site: Site, broker_url: str, endpoints: dict[str, str],
+                 sorter_fields: tuple[str, ...] = ("scan_to_divert_m",)) -> dict[str, Any]:
+    """config/demo.yaml as a `floorctl run` process of the test floor reads it: the test's broker and
+    simulated PLCs, 5 s device time-outs, and `sorter_fields` of each sorter taken from `site`."""
+    data = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    data["broker"]["url"] = broker_url
+    for plc in data["plcs"]:
+        plc["endpoint"] = endpoints[plc["id"]]
+    data["timeouts"].update(pick_s=5, transport_s=5, pack_s=5, print_s=5, divert_s=5)
+    data["sorters"] = [{**s, **{f: getattr(sorter, f) for f in sorter_fields}}
+                       for s, sorter in zip(data["sorters"], site.sorters, strict=True)]
+    return data
+
+
 def _pg(sql: str) -> None:
     import psycopg
 

@@ -19,7 +19,7 @@ from controller.demo import OrderGenerator
 from controller.domain.breakdown import Part
 from simulators.broker import free_port
 from simulators.site_devices import simulated_floor
-from tests.e2e.conftest import ROOT, SPEED, check_breakdowns, check_timelines, demo_site
+from tests.e2e.conftest import ROOT, SPEED, check_breakdowns, check_timelines, demo_site, process_site
 
 pytestmark = pytest.mark.slow
 
@@ -113,13 +113,7 @@ async def test_kill_9_and_restart_mid_run(broker: Any, db_url: str, tmp_path: Pa
     site = demo_site()
     ports = {plc.id: free_port() for plc in site.plcs}
     async with simulated_floor(site, broker_url=broker.url, speed=SPEED, plc_ports=ports) as sims:
-        data = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
-        data["broker"]["url"] = broker.url
-        for plc in data["plcs"]:
-            plc["endpoint"] = sims.endpoints[plc["id"]]
-        data["timeouts"].update(pick_s=5, transport_s=5, pack_s=5, print_s=5, divert_s=5)
-        data["sorters"] = [{**s, "scan_to_divert_m": sorter.scan_to_divert_m}
-                           for s, sorter in zip(data["sorters"], site.sorters)]
+        data = process_site(site, broker.url, sims.endpoints)
         site_file = tmp_path / "site.yaml"
         site_file.write_text(yaml.safe_dump(data))
         port = free_port()

@@ -31,7 +31,7 @@ from controller.bootstrap import Settings
 from controller.demo import OrderGenerator
 from simulators.broker import free_port
 from simulators.site_devices import SimulatedFloor, simulated_floor
-from tests.e2e.conftest import PG_URL, ROOT, SPEED, demo_site
+from tests.e2e.conftest import PG_URL, ROOT, SPEED, demo_site, process_site
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -164,14 +164,8 @@ async def pair_on(broker: Any, db_url: str, tmp: Path) -> AsyncIterator[Pair]:
     site = base.model_copy(update={"sorters": sorters})
     ports = {plc.id: free_port() for plc in site.plcs}
     async with simulated_floor(site, broker_url=broker.url, speed=SPEED, plc_ports=ports) as sims:
-        data = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
-        data["broker"]["url"] = broker.url
-        for plc in data["plcs"]:
-            plc["endpoint"] = sims.endpoints[plc["id"]]
-        data["timeouts"].update(pick_s=5, transport_s=5, pack_s=5, print_s=5, divert_s=5)
-        data["sorters"] = [{**s, "scan_to_divert_m": sorter.scan_to_divert_m,
-                            "max_recirculations": sorter.max_recirculations}
-                           for s, sorter in zip(data["sorters"], site.sorters, strict=True)]
+        data = process_site(site, broker.url, sims.endpoints,
+                            sorter_fields=("scan_to_divert_m", "max_recirculations"))
         data["ha"] = {"lease_s": LEASE_S, "renew_every_s": RENEW_EVERY_S, "fence_margin_s": FENCE_MARGIN_S}
         site_file = tmp / "site.yaml"
         site_file.write_text(yaml.safe_dump(data))
